@@ -1,0 +1,145 @@
+//! On-demand inspection, run by userspace with `BPF_PROG_TEST_RUN` (never attached): reads a
+//! pipe's state from the kernel's `pipe_inode_info`.
+//!
+//! Userspace opens `/proc/PID/fd/N` with `O_PATH`, which reaches the pipe's inode without
+//! opening either end (so EOF and EPIPE stay as they are for the real readers and writers), and
+//! passes its own fd as the first argument. The program runs in stdtrace's context, follows
+//! that fd to the inode and its pipe, and leaves what it read in `INSPECTED`.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs},
+    },
+    programs::RawTracePointContext,
+};
+use stdtrace_common::{PipeState, REGS_COPY_WORDS, ThreadState};
+
+use crate::{
+    config, kernel,
+    maps::{INSPECTED, INSPECTED_THREAD},
+};
+
+/// Ring slots summed at most (a 1 MiB pipe has 256).
+const MAX_SLOTS: u32 = 256;
+
+#[inline(always)]
+pub fn inspect_pipe(ctx: &RawTracePointContext) {
+    let fd: u64 = ctx.arg(0);
+    let Some(out) = INSPECTED.get_ptr_mut(0) else {
+        return;
+    };
+    let state = read_pipe(fd as i32).unwrap_or_default();
+    // SAFETY: the single slot of an array map, written only by this program, run only by
+    // userspace one run at a time.
+    unsafe { *out = state };
+}
+
+#[inline(always)]
+fn read_pipe(fd: i32) -> Option<PipeState> {
+    let layout = config::layout();
+    let (_, inode) = kernel::fd_inode(&layout, kernel::current_task(), fd)?;
+    let pipe: u64 = kernel::read(inode, layout.inode_pipe)?;
+    let head: u32 = kernel::read(pipe, layout.pipe_head)?;
+    let tail: u32 = kernel::read(pipe, layout.pipe_tail)?;
+    let max_usage: u32 = kernel::read(pipe, layout.pipe_max_usage)?;
+    let ring_size: u32 = kernel::read(pipe, layout.pipe_ring_size)?;
+    let bufs: u64 = kernel::read(pipe, layout.pipe_bufs)?;
+    let used = head.wrapping_sub(tail);
+    let mut queued = 0u64;
+    let mask = ring_size.wrapping_sub(1);
+    for i in 0..MAX_SLOTS {
+        if i >= used {
+            break;
+        }
+        let slot = tail.wrapping_add(i) & mask;
+        let at = bufs + slot as u64 * layout.pipe_buffer_size as u64;
+        queued += kernel::read::<u32>(at, layout.pipe_buffer_len).unwrap_or(0) as u64;
+    }
+    Some(PipeState {
+        valid: 1,
+        partial: u32::from(used > MAX_SLOTS),
+        max_usage,
+        used,
+        queued,
+        readers: kernel::read(pipe, layout.pipe_readers)?,
+        writers: kernel::read(pipe, layout.pipe_writers)?,
+    })
+}
+
+/// Reads the state and saved user registers of the thread behind a pidfd (the first argument,
+/// one of stdtrace's own descriptors): `file->private_data` is the thread's `struct pid`, whose
+/// task is found through its `pid_links`. The thread's user registers sit at the same offset
+/// from the top of its kernel stack as stdtrace's own do from the top of stdtrace's.
+#[inline(always)]
+pub fn inspect_thread(ctx: &RawTracePointContext) {
+    let fd: u64 = ctx.arg(0);
+    let Some(out) = INSPECTED_THREAD.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the single slot of an array map, written only by this program, run only by
+    // userspace one run at a time.
+    unsafe {
+        (*out).valid = 0;
+        if read_thread(fd as i32, out).is_some() {
+            (*out).valid = 1;
+        }
+    }
+}
+
+/// # Safety
+/// `out` must point at a writable `ThreadState`.
+#[inline(always)]
+unsafe fn read_thread(fd: i32, out: *mut ThreadState) -> Option<()> {
+    let layout = config::layout();
+    let own = kernel::current_task();
+    let (file, inode) = kernel::fd_inode(&layout, own, fd)?;
+    // pidfs (Linux 6.9+) keeps the pid in the inode; older pidfds in the file.
+    let pid = match kernel::read::<u64>(inode, layout.inode_private) {
+        Some(pid) if pid != 0 => pid,
+        _ => kernel::read(file, layout.file_private_data)?,
+    };
+    // pid->tasks[PIDTYPE_PID].first: the node in the task's pid_links[PIDTYPE_PID].
+    let node: u64 = kernel::read(pid, layout.pid_tasks)?;
+    if node == 0 {
+        return None;
+    }
+    let task = node - layout.task_pid_links as u64;
+    // SAFETY: plain helper calls, on the current task. The pointer goes through the output map
+    // and back: the verifier forbids arithmetic with it, and what comes back is a plain number.
+    let own_regs = unsafe {
+        core::ptr::write_volatile(
+            &raw mut (*out).last_arrival,
+            bpf_task_pt_regs(bpf_get_current_task_btf()) as u64,
+        );
+        core::ptr::read_volatile(&raw const (*out).last_arrival)
+    };
+    let own_stack: u64 = kernel::read(own, layout.task_stack)?;
+    let stack: u64 = kernel::read(task, layout.task_stack)?;
+    let regs = stack + own_regs.wrapping_sub(own_stack);
+    let size = layout.pt_regs_size as usize;
+    let size = if size > REGS_COPY_WORDS * 8 {
+        REGS_COPY_WORDS * 8
+    } else {
+        size
+    };
+    // SAFETY: `out` is the caller's; the copy stays inside its `regs` array.
+    unsafe {
+        if size == 0
+            || bpf_probe_read_kernel(
+                (*out).regs.as_mut_ptr().cast(),
+                size as u32,
+                regs as *const _,
+            ) != 0
+        {
+            return None;
+        }
+        (*out).regs_len = size as u32;
+        (*out).state = kernel::read(task, layout.task_state)?;
+        (*out).last_arrival = kernel::read(task, layout.task_last_arrival).unwrap_or(0);
+        (*out).own_arrival = kernel::read(own, layout.task_last_arrival).unwrap_or(0);
+        (*out).fsbase = kernel::read(task, layout.task_fsbase).unwrap_or(0);
+        (*out).now_ns = bpf_ktime_get_ns();
+    }
+    Some(())
+}

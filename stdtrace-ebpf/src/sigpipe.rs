@@ -1,0 +1,228 @@
+//! SIGPIPE for traced processes: when it is generated (by a write into a pipe with no reader,
+//! in the writer's own context; or sent by a process), with the disposition and signal mask
+//! that decide its fate, and when it is delivered. The process's exit (with its exit code)
+//! tells whether it was killed.
+//!
+//! Raw tracepoint arguments (`TP_PROTO`):
+//! - `signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task, int
+//!   group, int result)`; `info` may be `SEND_SIG_NOINFO` (0, reported as `SI_USER`) or
+//!   `SEND_SIG_PRIV` (1, `SI_KERNEL`) instead of a pointer;
+//! - `signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka)`, in the
+//!   receiving thread.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_probe_read_kernel,
+    },
+    programs::RawTracePointContext,
+};
+use stdtrace_common::{SigpipeRecord, counter, record_kind};
+
+use crate::{
+    config, kernel,
+    maps::{
+        EVENTS, SCRATCH, SCRATCH_SIGNAL, SIGPIPE_COUNTS, SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING,
+        SIGPIPE_SEEN, SIGPIPE_WRITER, bump, is_target,
+    },
+    write_exit::user_registers,
+};
+
+const SIGPIPE: u64 = 13;
+const EPIPE: u64 = 32;
+const SI_USER: i32 = 0;
+const SI_KERNEL: i32 = 0x80;
+
+/// x86_64 numbers of the write-family syscalls.
+fn is_write_syscall(nr: u64) -> bool {
+    matches!(nr, 1 | 18 | 20 | 296 | 328)
+}
+
+/// `BPF_NOEXIST`: insert only if the key is new.
+const BPF_NOEXIST: u64 = 1;
+
+fn sigpipe_key(tgid: u32, fd: i32) -> u64 {
+    (u64::from(tgid) << 32) | u64::from(fd as u32)
+}
+
+/// The fd of the write-family syscall the current thread is in, if it is in one.
+#[inline(always)]
+fn write_fd() -> Option<i32> {
+    let regs = user_registers();
+    let scratch = SCRATCH.get_ptr_mut(SCRATCH_SIGNAL)?;
+    let size = config::layout_field!(pt_regs_size).min(32 * 8);
+    // SAFETY: the destination is this CPU's scratch registers, 256 bytes long.
+    let copied = size > 0
+        && unsafe {
+            bpf_probe_read_kernel((*scratch).regs.as_mut_ptr().cast(), size, regs as *const _)
+        } == 0;
+    if !copied {
+        return None;
+    }
+    let register = |offset: u32| {
+        // SAFETY: this CPU's scratch value; the index is masked into its array.
+        unsafe { (*scratch).regs[(offset as usize / 8) & 31] }
+    };
+    if !is_write_syscall(register(config::layout_field!(pt_regs_orig_ax))) {
+        return None;
+    }
+    // The kernel declares the fd `unsigned int`; the register holds it zero-extended.
+    Some(register(config::layout_field!(pt_regs_di)) as u32 as i32)
+}
+
+/// Whether a SIGPIPE of (process, fd) was seen before: counted (when EPIPE writes are not
+/// tallied already), and answered from this CPU's memory of the last one in a storm.
+#[inline(always)]
+fn seen_before(tgid: u32, fd: i32) -> bool {
+    let key = sigpipe_key(tgid, fd);
+    // With EPIPE watched, the failed writes' tally is this count.
+    if !config::watches_errno(EPIPE) {
+        count(key);
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_SIGNAL) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch value, used by one program at a time.
+    unsafe {
+        if (*scratch).seen_sigpipe == key {
+            return true;
+        }
+        // SAFETY: only the presence of the key is used.
+        if SIGPIPE_SEEN.get(&key).is_some() {
+            (*scratch).seen_sigpipe = key;
+            return true;
+        }
+    }
+    false
+}
+
+/// Adds one SIGPIPE to the count of (process, fd) `key`.
+#[inline(always)]
+fn count(key: u64) {
+    if let Some(count) = SIGPIPE_COUNTS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value of an existing entry, written only from this CPU.
+        unsafe { *count += 1 };
+        return;
+    }
+    let _ = SIGPIPE_COUNTS.insert(&key, &1, 0);
+}
+
+#[inline(always)]
+pub fn on_generate(ctx: &RawTracePointContext) {
+    let sig: u64 = ctx.arg(0);
+    if sig & 0xffff_ffff != SIGPIPE {
+        return;
+    }
+    let task: u64 = ctx.arg(2);
+    let sender = bpf_get_current_pid_tgid();
+    // A broken pipe raises SIGPIPE from inside the writer's own write, for the writer itself.
+    // In an error storm this runs for every failed write: the repeats are counted and leave
+    // before anything else is read.
+    let (tgid, tid, from_write, fd) = if task == kernel::current_task() {
+        let (tgid, tid) = ((sender >> 32) as u32, sender as u32);
+        match write_fd() {
+            Some(fd) => {
+                if seen_before(tgid, fd) {
+                    return;
+                }
+                (tgid, tid, true, fd)
+            }
+            None => (tgid, tid, false, -1),
+        }
+    } else {
+        let (Some(tgid), Some(tid)) = (
+            kernel::read::<u32>(task, config::layout_field!(task_tgid)),
+            kernel::read::<u32>(task, config::layout_field!(task_pid)),
+        ) else {
+            return;
+        };
+        (tgid, tid, false, -1)
+    };
+    if tgid == config::self_tgid() || (config::targets_only() && !is_target(tgid)) {
+        return;
+    }
+    if from_write {
+        let key = sigpipe_key(tgid, fd);
+        // Only the first SIGPIPE of each (process, fd) is sent.
+        if SIGPIPE_SEEN.insert(&key, &1, BPF_NOEXIST).is_err() {
+            return;
+        }
+        // Its write goes out in full, even from a call site already reported.
+        if let Some(writer) = SIGPIPE_WRITER.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, written only from this CPU.
+            unsafe { *writer = tid };
+        }
+    }
+    let layout = config::layout();
+    let info: u64 = ctx.arg(1);
+    let code = match info {
+        0 => SI_USER,
+        1 => SI_KERNEL,
+        info => kernel::read::<i32>(info, layout.siginfo_code).unwrap_or(SI_USER),
+    };
+    let result: u64 = ctx.arg(4);
+    let handler = kernel::read::<u64>(task, layout.task_sighand)
+        .and_then(|sighand| kernel::read::<u64>(sighand, layout.sighand_sigpipe_handler))
+        .unwrap_or(0);
+    let mask = kernel::read::<u64>(task, layout.task_blocked).unwrap_or(0);
+    // Its exit must be reported even when its process is not a target (node-wide mode).
+    let _ = SIGPIPE_PENDING.insert(&tgid, &1, 0);
+    let _ = SIGPIPE_DELIVERY_WANTED.insert(&tgid, &1, 0);
+    let record = SigpipeRecord {
+        kind: record_kind::SIGPIPE_GENERATED,
+        tgid,
+        tid,
+        sender_tgid: (sender >> 32) as u32,
+        sender_tid: sender as u32,
+        code,
+        result: result as i32,
+        blocked: ((mask >> (SIGPIPE - 1)) & 1) as u32,
+        from_write: u32::from(from_write),
+        fd,
+        handler,
+        // SAFETY: plain helper call.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        sender_comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    if EVENTS.output::<_>(record, 0).is_err() {
+        bump(counter::LIFECYCLE_DROPPED);
+    }
+}
+
+#[inline(always)]
+pub fn on_deliver(ctx: &RawTracePointContext) {
+    let sig: u64 = ctx.arg(0);
+    if sig & 0xffff_ffff != SIGPIPE {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == config::self_tgid() || (config::targets_only() && !is_target(tgid)) {
+        return;
+    }
+    // One delivery per SIGPIPE record sent: a handler that runs a million times is told once.
+    if SIGPIPE_DELIVERY_WANTED.remove(&tgid).is_err() {
+        return;
+    }
+    let action: u64 = ctx.arg(2);
+    let record = SigpipeRecord {
+        kind: record_kind::SIGPIPE_DELIVERED,
+        tgid,
+        tid: pid_tgid as u32,
+        sender_tgid: 0,
+        sender_tid: 0,
+        code: 0,
+        result: 0,
+        blocked: 0,
+        from_write: 0,
+        fd: -1,
+        // k_sigaction.sa.sa_handler is its first member.
+        handler: kernel::read::<u64>(action, 0).unwrap_or(0),
+        // SAFETY: plain helper call.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        sender_comm: [0; 16],
+    };
+    if EVENTS.output::<_>(record, 0).is_err() {
+        bump(counter::LIFECYCLE_DROPPED);
+    }
+}

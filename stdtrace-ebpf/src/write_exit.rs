@@ -1,0 +1,515 @@
+//! The exit of a write-family syscall: filter, tally, and send what userspace needs.
+//!
+//! Every `syscalls:sys_exit_*` tracepoint record has the same layout:
+//!
+//! ```text
+//! name: sys_exit_write
+//! format:
+//!     field:unsigned short common_type;        offset:0;  size:2; signed:0;
+//!     field:unsigned char common_flags;        offset:2;  size:1; signed:0;
+//!     field:unsigned char common_preempt_count; offset:3; size:1; signed:0;
+//!     field:int common_pid;                     offset:4;  size:4; signed:1;
+//!
+//!     field:int __syscall_nr;                   offset:8;  size:4; signed:1;
+//!     field:long ret;                           offset:16; size:8; signed:1;
+//! ```
+//!
+//! The syscall's arguments are not in the record; they are read from the task's saved user
+//! registers (`struct pt_regs`), which the kernel leaves untouched until the return to user mode.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+        },
+    },
+    programs::{RawTracePointContext, TracePointContext},
+};
+use stdtrace_common::{
+    BlockedWrite, FailureKey, G_SNAPSHOT_BYTES, Goroutine, KernelLayout, PAGE_SIZE,
+    REGS_COPY_WORDS, STACK_PAGES, WriteRecord, blocked_state, counter, go_flags, record_kind,
+    syscall, write_flags,
+};
+
+use crate::{
+    blocked, callsite, config, goroutine, kernel,
+    maps::{
+        EVENTS, GO_PROCESSES, SCRATCH, SCRATCH_WRITE_EXIT, SIGPIPE_WRITER, bump, is_target, tally,
+    },
+    parked,
+};
+
+const EAGAIN: u64 = 11;
+const EPIPE: u64 = 32;
+
+/// Offset of `long ret` in every `sys_exit_*` record.
+const RET_OFFSET: usize = 16;
+
+/// How many iovecs of a vectored write are summed into `count`.
+const MAX_IOVECS: u64 = 8;
+
+/// The return value in a `sys_exit_*` tracepoint record.
+#[inline(always)]
+pub fn ret_of(ctx: &TracePointContext) -> i64 {
+    // SAFETY: `ret` is a `long` at offset 16 of every sys_exit record (format above), and the
+    // verifier allows direct reads of a tracepoint's record.
+    unsafe { *(ctx.as_ptr().add(RET_OFFSET) as *const i64) }
+}
+
+/// `raw_syscalls:sys_exit` (`TP_PROTO(struct pt_regs *regs, long ret)`), for every syscall of
+/// every task: the write family is picked out by the syscall number in the saved registers.
+#[inline(always)]
+pub fn on_raw_sys_exit(ctx: &RawTracePointContext) {
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let layout = config::layout();
+    let Some(nr) = kernel::read::<u64>(regs, layout.pt_regs_orig_ax) else {
+        return;
+    };
+    let syscall = match nr {
+        1 => syscall::WRITE,
+        20 => syscall::WRITEV,
+        18 => syscall::PWRITE64,
+        296 => syscall::PWRITEV,
+        328 => syscall::PWRITEV2,
+        _ => return,
+    };
+    on_write_return(syscall, ret);
+}
+
+#[inline(always)]
+pub fn on_write_exit(ctx: &TracePointContext, syscall: u32) {
+    on_write_return(syscall, ret_of(ctx));
+}
+
+/// A write-family syscall of the current task returned `ret`.
+#[inline(always)]
+fn on_write_return(syscall: u32, ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Did this write block? An array lookup (inlined by the verifier) and a compare: writes
+    // that did not block pay next to nothing for slow and stuck write detection.
+    if let Some(slot) = blocked::slot_of(pid_tgid as u32) {
+        finish_blocked(slot, syscall, ret, pid_tgid);
+    }
+    if ret >= 0 {
+        // A goroutine parked after EAGAIN that writes again: only for processes with parked
+        // goroutines, an inlined array lookup away.
+        if parked::any_in((pid_tgid >> 32) as u32) {
+            resume_parked(syscall, ret, pid_tgid);
+        }
+        return;
+    }
+    report_failure(syscall, ret, pid_tgid);
+}
+
+/// The goroutine of the current thread, for a process known to be Go.
+#[inline(always)]
+fn current_goroutine(layout: &KernelLayout, tgid: u32, regs: u64) -> Goroutine {
+    // SAFETY: the value is only read during this call.
+    match unsafe { GO_PROCESSES.get(&tgid) } {
+        Some(go_layout) => {
+            let sp = kernel::read::<u64>(regs, layout.pt_regs_sp).unwrap_or(0);
+            goroutine::read_goroutine(go_layout, layout.task_fsbase, kernel::current_task(), sp)
+        }
+        None => Goroutine::default(),
+    }
+}
+
+/// A successful write in a process with parked goroutines: if this goroutine was parked on
+/// this fd and reported so, it has resumed.
+#[inline(always)]
+fn resume_parked(syscall: u32, ret: i64, pid_tgid: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let layout = config::layout();
+    let regs = user_registers();
+    let fd = read_fd(&layout, regs);
+    let go = current_goroutine(&layout, tgid, regs);
+    if go.flags & go_flags::FOUND == 0 {
+        return;
+    }
+    let Some(parked) = parked::take(tgid, fd, go.goid) else {
+        return;
+    };
+    if parked.reported == 0 {
+        return;
+    }
+    // SAFETY: plain helper call.
+    let blocked_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(parked.since_ns);
+    let outcome = Outcome {
+        kind: record_kind::BLOCKED_WRITE,
+        blocked: blocked_state::RESUMED_PARKED,
+        blocked_ns,
+    };
+    if !send_record(&layout, outcome, syscall, ret, pid_tgid, regs, fd, go) {
+        bump(counter::BLOCKED_DROPPED);
+    }
+}
+
+#[inline(always)]
+fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
+    let errno = ret.wrapping_neg() as u64;
+    if !config::watches_errno(errno) {
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == config::self_tgid() {
+        return;
+    }
+    if config::targets_only() && !is_target(tgid) {
+        return;
+    }
+    bump(counter::MATCHED);
+
+    let regs = user_registers();
+    let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT) else {
+        return;
+    };
+    // The saved registers, loaded directly through the trusted pointer the kernel gives.
+    let have_regs = regs != 0;
+    let register = |offset: u32| {
+        // SAFETY: `regs` is the task's `struct pt_regs` (a BTF pointer the verifier checks
+        // the load against); `offset` is a member's offset from BTF, a constant to it.
+        unsafe { *((regs as *const u8).add(offset as usize) as *const u64) }
+    };
+    let fd = if have_regs {
+        register(config::layout_field!(pt_regs_di)) as u32 as i32
+    } else {
+        -1
+    };
+    let key = FailureKey {
+        tgid,
+        fd,
+        errno: errno as u32,
+        syscall,
+    };
+    let tid = pid_tgid as u32;
+    // A goroutine parked after EAGAIN is tracked whatever the call site.
+    if errno == EAGAIN {
+        let layout = config::layout();
+        let go = current_goroutine(&layout, tgid, regs);
+        parked::record(tgid, tid, fd, syscall, &go);
+    }
+    // The write that raised its process's first SIGPIPE on this fd goes out in full: the
+    // SIGPIPE story is told with it.
+    let raised_sigpipe = errno == EPIPE && take_sigpipe_writer(tid);
+    if have_regs && !raised_sigpipe {
+        let ip = register(config::layout_field!(pt_regs_ip));
+        let sp = register(config::layout_field!(pt_regs_sp));
+        // SAFETY: plain helper call.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if callsite::counted_at_known_site(scratch, ip, sp, &key, now) {
+            return;
+        }
+    }
+    tally(&key);
+    let layout = config::layout();
+    let go = current_goroutine(&layout, tgid, regs);
+    if !send_record(
+        &layout,
+        Outcome {
+            kind: record_kind::FAILED_WRITE,
+            blocked: blocked_state::NONE,
+            blocked_ns: 0,
+        },
+        syscall,
+        ret,
+        pid_tgid,
+        regs,
+        fd,
+        go,
+    ) {
+        bump(counter::RINGBUF_FULL);
+    }
+}
+
+/// Whether the current thread's write raised its process's first SIGPIPE on its fd (and
+/// forgets it).
+#[inline(always)]
+fn take_sigpipe_writer(tid: u32) -> bool {
+    match SIGPIPE_WRITER.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, written only from this CPU.
+        Some(writer) if unsafe { *writer } == tid => {
+            unsafe { *writer = 0 };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The write of the thread owning `slot` returned after blocking: report it if it was slow,
+/// or if it had been reported stuck.
+#[inline(always)]
+fn finish_blocked(slot: *mut BlockedWrite, syscall: u32, ret: i64, pid_tgid: u64) {
+    // SAFETY: `slot` is this thread's entry in the BLOCKED array; only this thread fills or
+    // clears it while it is set (userspace only writes `reported_seq`).
+    let (since, reported) = unsafe {
+        let since = (*slot).since_ns;
+        let reported = (*slot).reported_seq == (*slot).seq;
+        (*slot).tid = 0;
+        (since, reported)
+    };
+    // SAFETY: plain helper call.
+    let blocked_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(since);
+    if blocked_ns < config::slow_ns() && !reported {
+        return;
+    }
+    let layout = config::layout();
+    let regs = user_registers();
+    let fd = read_fd(&layout, regs);
+    let outcome = Outcome {
+        kind: record_kind::BLOCKED_WRITE,
+        blocked: if reported {
+            blocked_state::RESUMED
+        } else {
+            blocked_state::SLOW
+        },
+        blocked_ns,
+    };
+    let go = current_goroutine(&layout, (pid_tgid >> 32) as u32, regs);
+    if !send_record(&layout, outcome, syscall, ret, pid_tgid, regs, fd, go) {
+        bump(counter::BLOCKED_DROPPED);
+    }
+}
+
+/// The address of the current task's saved user registers.
+#[inline(always)]
+pub fn user_registers() -> u64 {
+    // SAFETY: plain helper calls; bpf_task_pt_regs takes the trusted task pointer the other
+    // helper returns and gives the address of its saved user registers.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+}
+
+/// The syscall's fd argument, from the saved registers.
+#[inline(always)]
+pub fn read_fd(layout: &KernelLayout, regs: u64) -> i32 {
+    match kernel::read::<u64>(regs, layout.pt_regs_di) {
+        // The kernel declares the fd `unsigned int`; the register holds it zero-extended.
+        Some(di) => di as u32 as i32,
+        None => -1,
+    }
+}
+
+/// What kind of record to send.
+struct Outcome {
+    kind: u32,
+    blocked: u32,
+    blocked_ns: u64,
+}
+
+/// Sends a record with everything userspace needs; false if the ring buffer was full.
+#[inline(always)]
+fn send_record(
+    layout: &KernelLayout,
+    outcome: Outcome,
+    syscall: u32,
+    ret: i64,
+    pid_tgid: u64,
+    regs: u64,
+    fd: i32,
+    go: Goroutine,
+) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(mut entry) = EVENTS.reserve::<WriteRecord>(0) else {
+        return false;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a ring-buffer reservation of exactly `size_of::<WriteRecord>()`
+    // bytes that this program owns until it submits it; every field is written before then.
+    unsafe {
+        (*event).kind = outcome.kind;
+        (*event).syscall = syscall;
+        (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).tgid = tgid;
+        (*event).tid = pid_tgid as u32;
+        (*event).comm = bpf_get_current_comm().unwrap_or_default();
+        (*event).fd = fd as i64;
+        (*event).ret = ret;
+        (*event).flags = 0;
+        (*event).count = 0;
+        (*event).stack_len = 0;
+        (*event).stack_base = 0;
+        (*event).blocked = outcome.blocked;
+        (*event).blocked_ns = outcome.blocked_ns;
+        (*event).file = Default::default();
+        fill_registers_and_stack(layout, regs, syscall, event);
+        let task = kernel::current_task();
+        (*event).go = go;
+        if go.flags & go_flags::GO_PROCESS == 0 && (*event).flags & write_flags::REGS_VALID != 0 {
+            snapshot_running_g(layout, event);
+        }
+        match kernel::open_file(layout, task, fd) {
+            Some((file, pipe_ends)) => {
+                (*event).file = file;
+                (*event).flags |= write_flags::FILE_VALID;
+                if pipe_ends {
+                    (*event).flags |= write_flags::PIPE_ENDS_VALID;
+                }
+            }
+            None => bump(counter::FILE_UNREADABLE),
+        }
+    }
+    entry.submit(0);
+    true
+}
+
+/// A process not (yet) known to be Go may be one that wrote before userspace read its binary
+/// (a pipeline stage killed by SIGPIPE within a millisecond of its exec). Go code (register
+/// ABI, Go 1.17+ on x86_64) keeps the running `g` in r14, and every `runtime.g` starts with its
+/// stack bounds: if r14 points at a struct whose stack holds the stack pointer, it is the
+/// running goroutine, and the start of it is copied for userspace to read its id from, with
+/// the offsets of the binary, once it knows them.
+///
+/// # Safety
+/// `event` must point at a writable `WriteRecord` whose registers are valid.
+#[inline(always)]
+unsafe fn snapshot_running_g(layout: &KernelLayout, event: *mut WriteRecord) {
+    // SAFETY: `event` is valid (caller's contract).
+    let (g, sp) = unsafe {
+        (
+            saved_register(event, layout.pt_regs_r14),
+            saved_register(event, layout.pt_regs_sp),
+        )
+    };
+    if g == 0 || g & 7 != 0 {
+        return;
+    }
+    let (Some(lo), Some(hi)) = (
+        kernel::read_user::<u64>(g, 0),
+        kernel::read_user::<u64>(g, 8),
+    ) else {
+        return;
+    };
+    if !(lo <= sp && sp < hi) || hi - lo > MAX_GOROUTINE_STACK {
+        return;
+    }
+    // SAFETY: the destination is the event's snapshot array, `G_SNAPSHOT_BYTES` long;
+    // bpf_probe_read_user faults safely on a bad user address.
+    unsafe {
+        let copied = bpf_probe_read_user(
+            (*event).g_snapshot.as_mut_ptr().cast(),
+            G_SNAPSHOT_BYTES as u32,
+            g as *const _,
+        );
+        if copied != 0 {
+            return;
+        }
+        (*event).go.g = g;
+        (*event).go.goroutine = g;
+        (*event).go.stack_lo = lo;
+        (*event).go.stack_hi = hi;
+        (*event).go.flags |= go_flags::STACK_OWNED;
+        (*event).flags |= write_flags::G_SNAPSHOT;
+    }
+}
+
+/// Go's largest goroutine stack (1 GB on 64-bit): bounds further apart are not a `g`'s.
+const MAX_GOROUTINE_STACK: u64 = 1 << 30;
+
+/// Copies the saved user registers, the requested byte count and the top of the user stack.
+///
+/// # Safety
+/// `event` must point at a writable `WriteRecord`.
+#[inline(always)]
+unsafe fn fill_registers_and_stack(
+    layout: &KernelLayout,
+    regs: u64,
+    syscall: u32,
+    event: *mut WriteRecord,
+) {
+    let size = layout.pt_regs_size as usize;
+    let size = if size > REGS_COPY_WORDS * 8 {
+        REGS_COPY_WORDS * 8
+    } else {
+        size
+    };
+    // SAFETY: the destination is the event's `regs` array, at least `size` bytes long.
+    let copied = size > 0
+        && unsafe {
+            bpf_probe_read_kernel(
+                (*event).regs.as_mut_ptr().cast(),
+                size as u32,
+                regs as *const _,
+            )
+        } == 0;
+    if !copied {
+        unsafe { (*event).regs_len = 0 };
+        bump(counter::REGS_UNREADABLE);
+        return;
+    }
+    unsafe {
+        (*event).regs_len = size as u32;
+        (*event).flags |= write_flags::REGS_VALID;
+    }
+    // SAFETY: `event` is valid for the whole function (caller's contract).
+    let reg = move |offset: u32| unsafe { saved_register(event, offset) };
+
+    let count_arg = reg(layout.pt_regs_dx);
+    let count = match syscall {
+        syscall::WRITE | syscall::PWRITE64 => count_arg,
+        _ => {
+            let (total, flags) = sum_iovecs(reg(layout.pt_regs_si), count_arg);
+            unsafe { (*event).flags |= flags };
+            total
+        }
+    };
+    unsafe { (*event).count = count };
+
+    let base = reg(layout.pt_regs_sp) & !(PAGE_SIZE as u64 - 1);
+    unsafe { (*event).stack_base = base };
+    let mut len = 0u32;
+    for page in 0..STACK_PAGES {
+        // SAFETY: the destination is page `page` of the event's stack copy.
+        let failed = unsafe {
+            bpf_probe_read_user(
+                (*event).stack.as_mut_ptr().add(page * PAGE_SIZE).cast(),
+                PAGE_SIZE as u32,
+                (base + (page * PAGE_SIZE) as u64) as *const _,
+            )
+        } != 0;
+        if failed {
+            // The first page that is not mapped (or not present) ends the copy.
+            break;
+        }
+        len += PAGE_SIZE as u32;
+    }
+    if len == 0 {
+        bump(counter::STACK_UNREADABLE);
+    }
+    unsafe { (*event).stack_len = len };
+}
+
+/// The saved register at `offset` in the event's copy of `struct pt_regs`.
+///
+/// # Safety
+/// `event` must point at a readable `WriteRecord`.
+#[inline(always)]
+unsafe fn saved_register(event: *const WriteRecord, offset: u32) -> u64 {
+    // The index is masked into the array, which the verifier needs to see.
+    unsafe { (*event).regs[(offset as usize / 8) & (REGS_COPY_WORDS - 1)] }
+}
+
+/// Sums `iov_len` over the first iovecs of a vectored write.
+#[inline(always)]
+fn sum_iovecs(iov: u64, iovcnt: u64) -> (u64, u32) {
+    let mut total = 0u64;
+    for i in 0..MAX_IOVECS {
+        if i >= iovcnt {
+            return (total, 0);
+        }
+        // struct iovec { void *iov_base; size_t iov_len; }: the length is the second word.
+        let len_addr = iov + i * 16 + 8;
+        // SAFETY: bpf_probe_read_user faults safely on a bad user address.
+        match unsafe { aya_ebpf::helpers::bpf_probe_read_user(len_addr as *const u64) } {
+            Ok(len) => total = total.wrapping_add(len),
+            Err(_) => return (0, write_flags::COUNT_UNKNOWN),
+        }
+    }
+    let flags = if iovcnt > MAX_IOVECS {
+        write_flags::COUNT_PARTIAL
+    } else {
+        0
+    };
+    (total, flags)
+}

@@ -1,0 +1,406 @@
+//! Command line: what the user typed ([`Cli`]) and the validated [`Config`] the rest of the
+//! program sees.
+
+use std::{
+    ffi::OsString,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Parser, ValueEnum};
+
+use crate::loader::Hook;
+
+use crate::errno;
+
+/// Why is this process stuck (or dying) while writing its output?
+///
+/// stdtrace reports every write (write, writev, pwrite64, pwritev, pwritev2) that fails with a
+/// watched errno (EAGAIN and EPIPE by default): who wrote, to which fd, what the fd points at,
+/// who is on the other end, and the writer's call stack.
+///
+///   sudo stdtrace -- CMD ARGS...     launch CMD and trace it and every process it forks
+///   sudo stdtrace --pid N [--pid M]  attach to running processes
+///   sudo stdtrace                    trace every process on the host
+#[derive(Debug, Parser)]
+#[command(name = "stdtrace", version, verbatim_doc_comment, max_term_width = 100)]
+pub struct Cli {
+    /// Trace this running process (all its threads, and the children it forks from now on).
+    /// Repeat for more processes.
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID",
+        conflicts_with = "command"
+    )]
+    pub pids: Vec<u32>,
+
+    /// How to report: `text` for people, `json` for machines (JSON Lines on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Stop tracing after this long: `2` or `2s` (seconds), `500ms`, `1m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// No per-event output; only the summary at the end.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Report writes blocked at least this long: when they return (`slow`), and while they are
+    /// still blocked (`stuck`). `100ms`, `1s`, `2s`.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub slow: Duration,
+
+    /// Report a write as stuck once it has been blocked this long without returning (default:
+    /// the --slow threshold). A longer one keeps writes that are merely slow from being
+    /// reported twice (stuck, then resumed).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stuck: Option<Duration>,
+
+    /// Which write errors to catch, as errno names or numbers, comma-separated.
+    #[arg(long, value_name = "LIST", default_value = "EAGAIN,EPIPE", value_parser = parse_errno_list)]
+    pub errno: ErrnoList,
+
+    /// When to colour text output: `auto` (only when stdout is a terminal and NO_COLOR is not
+    /// set), `always`, `never`.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+
+    /// Where to see the write family return: `tracepoint` (`syscalls:sys_exit_write` and its
+    /// siblings; the cheapest unless writes are a large share of all syscalls) or `raw`
+    /// (`raw_syscalls:sys_exit`, one program on every syscall). `cargo xtask bench` measures
+    /// both.
+    #[arg(long, value_enum, default_value_t = Hook::Tracepoint, value_name = "HOOK")]
+    pub hook: Hook,
+
+    /// Use this BTF file instead of the running kernel's (/sys/kernel/btf/vmlinux), e.g. one
+    /// from btfhub for a kernel built without BTF.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+
+    /// Log what stdtrace does to stderr; repeat for more detail.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The command to launch and trace, with its arguments (after `--`).
+    #[arg(
+        value_name = "CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// The errnos to watch, in the order given, without repeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrnoList(pub Vec<u32>);
+
+/// Parses `2`, `2s`, `1.5s`, `500ms`, `250us`, `1m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 2, 2s, 500ms)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "ns" => 1e-9,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    let seconds = value * scale;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 1e9 {
+        return Err(format!("`{text}` is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `EAGAIN,EPIPE,28`.
+pub fn parse_errno_list(text: &str) -> Result<ErrnoList, String> {
+    let mut list = Vec::new();
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let number = errno::parse(item).ok_or_else(|| format!("unknown errno `{item}`"))?;
+        if !list.contains(&number) {
+            list.push(number);
+        }
+    }
+    if list.is_empty() {
+        return Err("the errno list is empty".to_owned());
+    }
+    Ok(ErrnoList(list))
+}
+
+/// Which processes to trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Start this program (already resolved on PATH) with these arguments (`argv[0]` first).
+    Launch {
+        program: PathBuf,
+        argv: Vec<OsString>,
+    },
+    /// Attach to these running processes (process ids, not thread ids).
+    Attach { pids: Vec<u32> },
+    /// Every process on the host.
+    NodeWide,
+}
+
+/// The validated configuration the rest of stdtrace works from.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub format: Format,
+    pub duration: Option<Duration>,
+    pub quiet: bool,
+    pub errnos: Vec<u32>,
+    pub slow: Duration,
+    pub stuck: Duration,
+    pub color: bool,
+    pub btf: PathBuf,
+    pub hook: Hook,
+    pub verbose: u8,
+}
+
+/// Errors in what the user asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no process with pid {0}")]
+    NoSuchProcess(u32),
+    #[error("pid {0} is not a valid process id")]
+    InvalidPid(u32),
+    #[error("{0}: command not found")]
+    CommandNotFound(String),
+    #[error("{0}: is a directory")]
+    CommandIsDirectory(String),
+    #[error("{0}: permission denied (not an executable file)")]
+    CommandNotExecutable(String),
+}
+
+impl Config {
+    /// Checks the command line against the system: pids exist, the command can be run.
+    pub fn from_cli(
+        cli: Cli,
+        stdout_is_terminal: bool,
+        no_color: bool,
+    ) -> Result<Self, ConfigError> {
+        let mode = if !cli.command.is_empty() {
+            let program = resolve_command(&cli.command[0])?;
+            Mode::Launch {
+                program,
+                argv: cli.command,
+            }
+        } else if !cli.pids.is_empty() {
+            let mut pids = Vec::new();
+            for pid in cli.pids {
+                let tgid = process_id_of(pid)?;
+                if tgid != pid {
+                    log::info!("pid {pid} is a thread of process {tgid}; tracing process {tgid}");
+                }
+                if !pids.contains(&tgid) {
+                    pids.push(tgid);
+                }
+            }
+            Mode::Attach { pids }
+        } else {
+            Mode::NodeWide
+        };
+        let color = match cli.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => stdout_is_terminal && !no_color,
+        };
+        Ok(Config {
+            mode,
+            format: cli.format,
+            duration: cli.duration,
+            quiet: cli.quiet,
+            errnos: cli.errno.0,
+            slow: cli.slow,
+            stuck: cli.stuck.unwrap_or(cli.slow).max(cli.slow),
+            color: color && cli.format == Format::Text,
+            btf: cli
+                .btf
+                .unwrap_or_else(|| PathBuf::from(crate::btf::VMLINUX_BTF)),
+            hook: cli.hook,
+            verbose: cli.verbose,
+        })
+    }
+}
+
+/// The process (thread group) a pid or tid belongs to.
+fn process_id_of(pid: u32) -> Result<u32, ConfigError> {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Err(ConfigError::InvalidPid(pid));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|_| ConfigError::NoSuchProcess(pid))?;
+    let tgid = crate::process::status::field(&status, "Tgid")
+        .and_then(|value| value.parse().ok())
+        .ok_or(ConfigError::NoSuchProcess(pid))?;
+    Ok(tgid)
+}
+
+/// Finds the program to run: a path with a slash as given, a bare name on PATH, as a shell would.
+pub fn resolve_command(name: &OsString) -> Result<PathBuf, ConfigError> {
+    let display = name.to_string_lossy().into_owned();
+    let path = Path::new(name);
+    if display.contains('/') {
+        return check_executable(path, &display).map(|()| path.to_path_buf());
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut not_executable = None;
+    for dir in std::env::split_paths(&search) {
+        let candidate = dir.join(path);
+        match check_executable(&candidate, &display) {
+            Ok(()) => return Ok(candidate),
+            Err(ConfigError::CommandNotFound(_)) => {}
+            Err(err) => not_executable = not_executable.or(Some(err)),
+        }
+    }
+    Err(not_executable.unwrap_or(ConfigError::CommandNotFound(display)))
+}
+
+fn check_executable(path: &Path, display: &str) -> Result<(), ConfigError> {
+    let metadata =
+        std::fs::metadata(path).map_err(|_| ConfigError::CommandNotFound(display.to_owned()))?;
+    if metadata.is_dir() {
+        return Err(ConfigError::CommandIsDirectory(display.to_owned()));
+    }
+    if metadata.permissions().mode() & 0o111 == 0 {
+        return Err(ConfigError::CommandNotExecutable(display.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("stdtrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        for bad in ["", "s", "-1", "0", "2 parsecs", "1e999", "NaN"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errno_lists() {
+        assert_eq!(parse_errno_list("EAGAIN,EPIPE").unwrap().0, vec![11, 32]);
+        assert_eq!(
+            parse_errno_list("eagain, EPIPE,EIO,ENOSPC,EPIPE")
+                .unwrap()
+                .0,
+            vec![11, 32, 5, 28]
+        );
+        let err = parse_errno_list("EPIPE,EFOO").unwrap_err();
+        assert_eq!(err, "unknown errno `EFOO`");
+        assert!(parse_errno_list(",").is_err());
+    }
+
+    #[test]
+    fn options_parse() {
+        let parsed = cli(&[
+            "--format",
+            "json",
+            "--duration",
+            "500ms",
+            "-q",
+            "--errno",
+            "EIO",
+        ])
+        .unwrap();
+        assert_eq!(parsed.format, Format::Json);
+        assert_eq!(parsed.duration, Some(Duration::from_millis(500)));
+        assert!(parsed.quiet);
+        assert_eq!(parsed.errno.0, vec![5]);
+        assert!(parsed.command.is_empty() && parsed.pids.is_empty());
+
+        let parsed = cli(&["-v", "--", "sh", "-c", "echo hi"]).unwrap();
+        assert_eq!(parsed.command, vec!["sh", "-c", "echo hi"]);
+        assert_eq!(parsed.verbose, 1);
+        let parsed = cli(&["--pid", "1", "--pid", "2"]).unwrap();
+        assert_eq!(parsed.pids, vec![1, 2]);
+
+        assert!(cli(&["--pid", "1", "--", "true"]).is_err());
+        assert!(cli(&["--format", "xml"]).is_err());
+        assert!(cli(&["--errno", "EWHAT"]).is_err());
+        assert!(cli(&["--pid", "abc"]).is_err());
+    }
+
+    #[test]
+    fn config_checks_pids_and_commands() {
+        let config =
+            Config::from_cli(cli(&["--", "sh", "-c", "true"]).unwrap(), false, false).unwrap();
+        match config.mode {
+            Mode::Launch { program, argv } => {
+                assert!(program.ends_with("sh"));
+                assert_eq!(argv.len(), 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        let own = std::process::id().to_string();
+        let config = Config::from_cli(cli(&["--pid", &own]).unwrap(), true, false).unwrap();
+        assert_eq!(
+            config.mode,
+            Mode::Attach {
+                pids: vec![std::process::id()]
+            }
+        );
+        assert!(config.color);
+        let config = Config::from_cli(cli(&[]).unwrap(), true, true).unwrap();
+        assert_eq!(config.mode, Mode::NodeWide);
+        assert!(!config.color, "NO_COLOR turns off auto colour");
+
+        let err =
+            Config::from_cli(cli(&["--pid", "2147483000"]).unwrap(), false, false).unwrap_err();
+        assert_eq!(err.to_string(), "no process with pid 2147483000");
+        let err = Config::from_cli(cli(&["--", "no-such-command-xyz"]).unwrap(), false, false)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "no-such-command-xyz: command not found");
+        let plain = std::env::temp_dir().join(format!("stdtrace-plain-{}", std::process::id()));
+        std::fs::write(&plain, "not a program").unwrap();
+        let plain_arg = plain.to_str().unwrap();
+        let err = Config::from_cli(cli(&["--", plain_arg]).unwrap(), false, false).unwrap_err();
+        std::fs::remove_file(&plain).unwrap();
+        assert!(matches!(err, ConfigError::CommandNotExecutable(_)), "{err}");
+        let err = Config::from_cli(cli(&["--", "/tmp"]).unwrap(), false, false).unwrap_err();
+        assert!(matches!(err, ConfigError::CommandIsDirectory(_)), "{err}");
+    }
+}

@@ -1,0 +1,538 @@
+//! From kernel event to report, in two stages.
+//!
+//! [`Capture`] runs as each record is read: it takes what the writer's exit would take with it
+//! (its memory map and open objects, what its fd points at, who holds the other end). It must
+//! never wait on slow work, or a writer that fails and exits at once is gone before it looks.
+//!
+//! [`Namer`] runs on its own thread: it unwinds and names the stack (cold debug info can take a
+//! while to parse) and assembles the report.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use stdtrace_common::go_flags;
+
+use crate::{
+    callpaths::{Learned, SiteIds},
+    errno,
+    events::{ByteCount, WriteEvent, WriteOutcome},
+    gotrack::{GoProgram, GoTracker, status_name},
+    process::{
+        activity,
+        address_space::AddressSpaces,
+        fd::{self, FdTarget, HolderQuery, Holders, SpecialDevices, TargetKind},
+        maps::ProcessMaps,
+        perf_mmap::SpaceEvent,
+        pipe::PipeInspector,
+    },
+    report::{CreatedBy, FrameReport, GoReport, WriteReport},
+    symbolize::{Frame, OpenObjects, StackCopy, Symbolizer, UserRegisters},
+};
+
+const EAGAIN: u32 = 11;
+
+/// How long who-holds-which-end answers are reused: a storm of failed writes on one pipe must
+/// not rescan every process's fds for each batch.
+const HOLDERS_TTL: Duration = Duration::from_secs(1);
+
+/// What is known of a process's address space.
+#[derive(Clone, Debug)]
+pub enum ProcessImage {
+    /// Its memory map, and its objects opened while it was there.
+    Known {
+        maps: Arc<ProcessMaps>,
+        objects: Arc<OpenObjects>,
+    },
+    /// It could not be read (the process exited first, or procfs refused).
+    Unavailable(String),
+}
+
+/// A failed write with everything that could vanish already captured.
+#[derive(Debug)]
+pub struct CapturedWrite {
+    pub event: WriteEvent,
+    pub image: ProcessImage,
+    pub target: FdTarget,
+    /// The Go program the writer runs, if it is one.
+    pub go: Option<Arc<GoProgram>>,
+}
+
+/// The first stage: capture at once what could vanish.
+pub struct Capture {
+    images: HashMap<u32, ProcessImage>,
+    /// Address spaces rebuilt from the kernel's mapping records, for writers that exit first.
+    spaces: AddressSpaces,
+    holders: BTreeMap<HolderQuery, (Instant, Holders)>,
+    special: SpecialDevices,
+    exited: Vec<u32>,
+    own_pid: u32,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Capture {
+    pub fn new() -> Self {
+        Self {
+            images: HashMap::new(),
+            spaces: AddressSpaces::new(),
+            holders: BTreeMap::new(),
+            special: SpecialDevices::probe(),
+            exited: Vec::new(),
+            own_pid: std::process::id(),
+        }
+    }
+
+    /// Reads the memory map of a process about to be traced and opens its objects, so that its
+    /// stacks can be named even if it exits (or deletes its binary) right after.
+    pub fn track(&mut self, pid: u32) {
+        self.read_image(pid);
+    }
+
+    /// What the kernel recorded of a process's mappings, execs, forks and exits.
+    pub fn space_event(&mut self, event: SpaceEvent) {
+        self.spaces.apply(event);
+    }
+
+    /// The process called exec: its old memory map is no longer valid.
+    pub fn process_replaced(&mut self, pid: u32) {
+        self.images.remove(&pid);
+    }
+
+    /// The process ended; what is known of it is kept until the current batch is captured.
+    pub fn process_exited(&mut self, pid: u32) {
+        self.exited.push(pid);
+    }
+
+    /// Captures a batch of events, read from the ring buffer just now (or, for stuck writes,
+    /// from the blocked-write slots and procfs).
+    pub fn capture(
+        &mut self,
+        events: Vec<WriteEvent>,
+        go: &mut GoTracker,
+        pipes: &mut dyn PipeInspector,
+    ) -> Vec<CapturedWrite> {
+        let mut targets = Vec::with_capacity(events.len());
+        for event in &events {
+            self.refresh_image(event);
+            targets.push(fd::describe(
+                event.pid,
+                event.fd,
+                event.file.as_ref(),
+                &self.special,
+            ));
+        }
+        self.refresh_holders(&events, &targets, pipes);
+        let captured = events
+            .into_iter()
+            .zip(targets)
+            .map(|(event, mut target)| {
+                if let Some(query) = HolderQuery::for_target(&target, event.file.as_ref())
+                    && let Some((_, holders)) = self.holders.get(&query)
+                {
+                    target.readers = Some(holders.readers.clone());
+                    if !matches!(query, HolderQuery::PtyMaster(_) | HolderQuery::Socket(_)) {
+                        target.writers = Some(holders.writers.clone());
+                    }
+                }
+                if matches!(target.kind, TargetKind::Pipe | TargetKind::Fifo)
+                    && let Some(state) = pipes.pipe_state(event.pid, event.fd)
+                {
+                    target.capacity = Some(state.capacity);
+                    target.queued = Some(state.queued);
+                }
+                // Nobody reads any more: who did, last.
+                if matches!(target.kind, TargetKind::Pipe | TargetKind::Fifo)
+                    && target.read_ends == Some(0)
+                    && let Some(inode) = target.inode
+                {
+                    target.last_reader = pipes.last_reader(inode);
+                }
+                // For a write that waits (blocked, or EAGAIN: it would block), what the
+                // other end is doing is the story.
+                let waiting = !matches!(
+                    event.outcome,
+                    WriteOutcome::Failed { errno } if errno != EAGAIN
+                );
+                if waiting && let Some(readers) = &mut target.readers {
+                    for reader in readers.iter_mut() {
+                        reader.activity = activity::of_process(reader.pid, &reader.fds);
+                    }
+                }
+                let image = self.images.get(&event.pid).cloned().unwrap_or_else(|| {
+                    ProcessImage::Unavailable("its memory map was not read".to_owned())
+                });
+                CapturedWrite {
+                    go: go.process_or(event.pid, self.spaces.executable(event.pid)),
+                    event,
+                    image,
+                    target,
+                }
+            })
+            .collect();
+        for pid in self.exited.drain(..) {
+            self.images.remove(&pid);
+        }
+        captured
+    }
+
+    /// Reads the map again if the event's pc is not in the one known (a library loaded since).
+    fn refresh_image(&mut self, event: &WriteEvent) {
+        let ip = event.registers.and_then(|registers| registers.ip());
+        let stale = match (self.images.get(&event.pid), ip) {
+            (Some(ProcessImage::Known { maps, .. }), Some(ip)) => maps.find(ip).is_none(),
+            (Some(ProcessImage::Known { .. }), None) => false,
+            (Some(ProcessImage::Unavailable(_)), _) | (None, _) => true,
+        };
+        if stale {
+            self.read_image(event.pid);
+        }
+    }
+
+    /// Reads `pid`'s memory map from procfs and opens its objects; if it is gone, rebuilds the
+    /// map from the kernel's mapping records.
+    fn read_image(&mut self, pid: u32) {
+        let image = match ProcessMaps::read(pid) {
+            Ok(maps) if !maps.mappings.is_empty() => {
+                let started = Instant::now();
+                let objects = OpenObjects::open(pid, &maps);
+                log::debug!(
+                    "opened {} objects of pid {pid} in {:?}",
+                    objects.len(),
+                    started.elapsed()
+                );
+                ProcessImage::Known {
+                    maps: Arc::new(maps),
+                    objects: Arc::new(objects),
+                }
+            }
+            // Gone (or a zombie, whose map is empty): the kernel's mapping records tell.
+            read => match (self.spaces.maps(pid), self.images.get(&pid)) {
+                (Some(rebuilt), _) => ProcessImage::Known {
+                    maps: Arc::new(rebuilt),
+                    objects: Arc::default(),
+                },
+                // Keep an older map rather than nothing.
+                (None, Some(known @ ProcessImage::Known { .. })) => known.clone(),
+                (None, _) => ProcessImage::Unavailable(match read {
+                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                        format!("its memory map could not be read: {err}")
+                    }
+                    _ => "the process exited before its memory map could be read".to_owned(),
+                }),
+            },
+        };
+        log::debug!(
+            "memory map of pid {pid}: {}",
+            match &image {
+                ProcessImage::Known { maps, .. } => format!("{} mappings", maps.mappings.len()),
+                ProcessImage::Unavailable(why) => why.clone(),
+            }
+        );
+        self.images.insert(pid, image);
+    }
+
+    /// Answers, in one walk over procfs, who holds the other end of every target in the batch
+    /// that has no fresh answer yet.
+    fn refresh_holders(
+        &mut self,
+        events: &[WriteEvent],
+        targets: &[FdTarget],
+        pipes: &mut dyn PipeInspector,
+    ) {
+        let now = Instant::now();
+        self.holders
+            .retain(|_, (when, _)| now.duration_since(*when) < HOLDERS_TTL);
+        let mut wanted: Vec<HolderQuery> = events
+            .iter()
+            .zip(targets)
+            .filter_map(|(event, target)| HolderQuery::for_target(target, event.file.as_ref()))
+            .filter(|query| !self.holders.contains_key(query))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let found = fd::find_holders(&wanted, self.own_pid);
+        log::debug!(
+            "found the holders of {} pipes in {:?}",
+            wanted.len(),
+            started.elapsed()
+        );
+        // The kernel remembers when these readers let go, should a writer get EPIPE later.
+        let readers: Vec<u32> = found
+            .values()
+            .flat_map(|holders| holders.readers.iter().map(|reader| reader.pid))
+            .collect();
+        pipes.watch_readers(&readers);
+        for (query, holders) in found {
+            self.holders.insert(query, (now, holders));
+        }
+    }
+
+    /// Finds who reads the pipes `pids` write to (through any of their fds), and asks the
+    /// kernel to remember when those readers let go: a writer's later EPIPE is then told who
+    /// went away, even when the reader is not traced itself.
+    pub fn watch_readers_of(&mut self, pids: &[u32], pipes: &mut dyn PipeInspector) {
+        let mut queries = Vec::new();
+        for &pid in pids {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
+            for entry in fds.flatten() {
+                let Ok(link) = std::fs::read_link(entry.path()) else {
+                    continue;
+                };
+                let link = link.to_string_lossy();
+                if let Some(inode) = link
+                    .strip_prefix("pipe:[")
+                    .and_then(|rest| rest.strip_suffix(']'))
+                    .and_then(|inode| inode.parse().ok())
+                {
+                    queries.push(HolderQuery::Pipe(inode));
+                }
+            }
+        }
+        queries.sort();
+        queries.dedup();
+        if queries.is_empty() {
+            return;
+        }
+        let readers: Vec<u32> = fd::find_holders(&queries, self.own_pid)
+            .into_values()
+            .flat_map(|holders| holders.readers.into_iter().map(|reader| reader.pid))
+            .filter(|reader| !pids.contains(reader))
+            .collect();
+        log::debug!("watching the readers {readers:?} of the pipes of {pids:?}");
+        pipes.watch_readers(&readers);
+    }
+}
+
+/// The second stage: unwind and name the stack, and assemble the report.
+#[derive(Default)]
+pub struct Namer {
+    symbolizer: Symbolizer,
+    sites: SiteIds,
+    /// Call paths met for the first time, for the kernel to count from now on.
+    learned: Vec<(Learned, u32)>,
+}
+
+impl Namer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Call paths met for the first time since the last call.
+    pub fn take_learned(&mut self) -> Vec<(Learned, u32)> {
+        std::mem::take(&mut self.learned)
+    }
+
+    /// Forgets a process's call paths (its pid may be reused).
+    pub fn process_exited(&mut self, pid: u32) {
+        self.sites.process_exited(pid);
+    }
+
+    pub fn report(&mut self, captured: CapturedWrite) -> WriteReport {
+        let (stack, stack_end, return_slots) = self.stack(&captured.event, &captured.image);
+        // A failed write's call path gets a site id; the kernel counts its repeats there.
+        let site = match (&captured.event.outcome, captured.event.registers) {
+            (WriteOutcome::Failed { .. }, Some(registers)) => registers
+                .ip()
+                .zip(registers.sp())
+                .and_then(|(ip, sp)| Learned::from_stack(captured.event.pid, ip, sp, &return_slots))
+                .map(|learned| {
+                    let (site, new) = self.sites.id(&learned);
+                    if new {
+                        self.learned.push((learned, site));
+                    }
+                    site
+                }),
+            _ => None,
+        };
+        let go = captured
+            .go
+            .as_deref()
+            .map(|program| self.goroutine(&captured.event, &captured.image, program));
+        let event = captured.event;
+        let (count, count_partial) = match event.count {
+            ByteCount::Exact(count) => (Some(count), false),
+            ByteCount::AtLeast(count) => (Some(count), true),
+            ByteCount::Unknown => (None, false),
+        };
+        WriteReport {
+            record_type: if event.outcome.errno().is_some() {
+                WriteReport::WRITE_ERROR
+            } else {
+                WriteReport::BLOCKED_WRITE
+            },
+            ts_ns: event.ts_ns,
+            pid: event.pid,
+            tid: event.tid,
+            comm: event.comm,
+            syscall: event.syscall.name(),
+            fd: event.fd,
+            errno: event.outcome.errno().map(errno::name),
+            state: event.outcome.blocked_state(),
+            duration_ms: event.outcome.blocked_ns().map(|ns| ns / 1_000_000),
+            count,
+            count_partial,
+            target: captured.target,
+            stack,
+            stack_end,
+            go,
+            site,
+        }
+    }
+
+    /// The goroutine behind the event, when the kernel could read it with certainty.
+    fn goroutine(
+        &mut self,
+        event: &WriteEvent,
+        image: &ProcessImage,
+        program: &GoProgram,
+    ) -> GoReport {
+        let mut report = GoReport {
+            goid: None,
+            version: program.version.clone(),
+            status: None,
+            parent_goid: None,
+            created_by: None,
+            system_stack: false,
+            unknown: None,
+            caveat: program.caveat.clone(),
+        };
+        if let Err(why) = &program.kernel {
+            report.unknown = Some(why.clone());
+            return report;
+        }
+        // A write before the kernel program was told about the process: the `g` it copied.
+        let early = || {
+            let offsets = program.g.as_ref()?;
+            event.running_g.as_ref()?.goroutine(offsets)
+        };
+        let Some(goroutine) = event.goroutine.or_else(early) else {
+            report.unknown =
+                Some("stdtrace learnt this was a Go process only after this write".to_owned());
+            return report;
+        };
+        if goroutine.flags & go_flags::FOUND == 0 {
+            report.unknown = Some(if goroutine.g == 0 {
+                "no goroutine in the thread's TLS slot (a thread the Go runtime does not run)"
+                    .to_owned()
+            } else {
+                "the goroutine could not be read".to_owned()
+            });
+            return report;
+        }
+        if goroutine.flags & go_flags::STACK_OWNED == 0 {
+            // A g that does not own the stack the thread is on is not the running one: saying
+            // its id would be saying a wrong one.
+            report.unknown = Some(format!(
+                "the g in the thread's TLS slot ({:#x}) does not own its stack pointer",
+                goroutine.g
+            ));
+            return report;
+        }
+        report.goid = Some(goroutine.goid);
+        report.status = Some(status_name(goroutine.status));
+        report.system_stack = goroutine.flags & go_flags::ON_SYSTEM_STACK != 0;
+        report.parent_goid = (goroutine.parent_goid != 0).then_some(goroutine.parent_goid);
+        if goroutine.gopc != 0
+            && let ProcessImage::Known { maps, .. } = image
+        {
+            let frames = self
+                .symbolizer
+                .symbolize(event.pid, maps, goroutine.gopc, true);
+            // As Go's own tracebacks say it: the function the code belongs to (the outermost
+            // frame of the pc), at the position of the `go` statement (the innermost).
+            if let (Some(outer), Some(inner)) = (frames.last(), frames.first())
+                && outer.function.is_some()
+            {
+                report.created_by = Some(CreatedBy {
+                    function: outer.function.clone(),
+                    file: inner.file.clone(),
+                    line: inner.line,
+                });
+            }
+        }
+        report
+    }
+
+    /// The named frames, why they end early, and the return slots of the walk.
+    fn stack(
+        &mut self,
+        event: &WriteEvent,
+        image: &ProcessImage,
+    ) -> (Vec<FrameReport>, Option<String>, Vec<(u64, u64)>) {
+        let Some(saved) = event.registers else {
+            return (
+                Vec::new(),
+                Some("the kernel could not read the thread's registers".into()),
+                Vec::new(),
+            );
+        };
+        let (maps, objects) = match image {
+            ProcessImage::Known { maps, objects } => (maps, objects),
+            ProcessImage::Unavailable(why) => {
+                let frames = saved
+                    .ip()
+                    .map(|ip| unnamed_frame(ip, why))
+                    .into_iter()
+                    .collect();
+                return (frames, Some(why.clone()), Vec::new());
+            }
+        };
+        if !objects.is_empty() {
+            self.symbolizer.adopt(event.pid, maps, objects);
+        }
+        let registers = UserRegisters { values: saved.0 };
+        let copy = StackCopy {
+            base: event.stack.base,
+            bytes: &event.stack.bytes,
+        };
+        let stack = self.symbolizer.stack(event.pid, maps, &registers, &copy);
+        let frames = stack.frames.iter().map(frame_report).collect();
+        (frames, stack.end.describe_if_early(), stack.return_slots)
+    }
+}
+
+fn hex(value: u64) -> String {
+    format!("{value:#x}")
+}
+
+fn frame_report(frame: &Frame) -> FrameReport {
+    FrameReport {
+        address: hex(frame.address),
+        function: frame.function.clone(),
+        file: frame.file.clone(),
+        line: frame.line,
+        object: frame
+            .object
+            .as_ref()
+            .map(|path| path.to_string_lossy().into_owned()),
+        object_address: frame.object_address.map(hex),
+        inlined: frame.inlined,
+        unknown: frame.miss.as_ref().map(ToString::to_string),
+    }
+}
+
+fn unnamed_frame(address: u64, why: &str) -> FrameReport {
+    FrameReport {
+        address: hex(address),
+        function: None,
+        file: None,
+        line: None,
+        object: None,
+        object_address: None,
+        inlined: false,
+        unknown: Some(why.to_owned()),
+    }
+}

@@ -1,0 +1,512 @@
+//! Records from the kernel programs, decoded from ring-buffer bytes into owned values.
+//!
+//! The bytes come from our own programs, but they are still checked: a short or unknown record
+//! is a [`DecodeError`], not undefined behaviour.
+
+use stdtrace_common::{
+    Goroutine, ProcessExec, ProcessExit, REGS_COPY_WORDS, SigpipeRecord, WriteRecord,
+    blocked_state, go_flags, record_kind, syscall, write_flags,
+};
+
+use crate::{
+    btf::RegsLayout, goruntime::offsets::GOffsets, process::fd::FileIdentity,
+    process::status::comm_from_bytes,
+};
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of the kernel programs' timestamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The write-family syscall a record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WriteSyscall {
+    Write,
+    Writev,
+    Pwrite64,
+    Pwritev,
+    Pwritev2,
+}
+
+impl WriteSyscall {
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        Some(match raw {
+            syscall::WRITE => Self::Write,
+            syscall::WRITEV => Self::Writev,
+            syscall::PWRITE64 => Self::Pwrite64,
+            syscall::PWRITEV => Self::Pwritev,
+            syscall::PWRITEV2 => Self::Pwritev2,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::Writev => "writev",
+            Self::Pwrite64 => "pwrite64",
+            Self::Pwritev => "pwritev",
+            Self::Pwritev2 => "pwritev2",
+        }
+    }
+}
+
+/// How much of the requested byte count is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteCount {
+    Exact(u64),
+    /// A vectored write with more iovecs than the kernel program sums: at least this many.
+    AtLeast(u64),
+    Unknown,
+}
+
+/// The saved user registers, indexed by x86_64 DWARF register number (rax, rdx, rcx, rbx, rsi,
+/// rdi, rbp, rsp, r8..r15), then the instruction pointer at index 16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SavedRegisters(pub [Option<u64>; 17]);
+
+impl SavedRegisters {
+    pub fn ip(&self) -> Option<u64> {
+        self.0[16]
+    }
+
+    pub fn sp(&self) -> Option<u64> {
+        self.0[7]
+    }
+}
+
+/// A copy of the top of a thread's user stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StackSnapshot {
+    /// User address of `bytes[0]`.
+    pub base: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// How a write went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// It failed with this errno.
+    Failed { errno: u32 },
+    /// It returned after blocking for `blocked_ns`; `resumed` if it had been reported stuck.
+    Blocked { blocked_ns: u64, resumed: bool },
+    /// It has been blocked for `blocked_ns` and has not returned.
+    Stuck { blocked_ns: u64 },
+    /// Its write got EAGAIN `blocked_ns` ago, and the goroutine has been parked in Go's
+    /// netpoller since, waiting for the fd to be writable.
+    Parked { blocked_ns: u64 },
+}
+
+impl WriteOutcome {
+    /// The errno, for a failed write.
+    pub fn errno(self) -> Option<u32> {
+        match self {
+            WriteOutcome::Failed { errno } => Some(errno),
+            WriteOutcome::Blocked { .. }
+            | WriteOutcome::Stuck { .. }
+            | WriteOutcome::Parked { .. } => None,
+        }
+    }
+
+    /// `slow`, `resumed` or `stuck`, for a blocked write.
+    pub fn blocked_state(self) -> Option<&'static str> {
+        match self {
+            WriteOutcome::Failed { .. } => None,
+            WriteOutcome::Blocked { resumed: false, .. } => Some("slow"),
+            WriteOutcome::Blocked { resumed: true, .. } => Some("resumed"),
+            WriteOutcome::Stuck { .. } => Some("stuck"),
+            WriteOutcome::Parked { .. } => Some("parked"),
+        }
+    }
+
+    /// How long it blocked, for a blocked write.
+    pub fn blocked_ns(self) -> Option<u64> {
+        match self {
+            WriteOutcome::Failed { .. } => None,
+            WriteOutcome::Blocked { blocked_ns, .. }
+            | WriteOutcome::Stuck { blocked_ns }
+            | WriteOutcome::Parked { blocked_ns } => Some(blocked_ns),
+        }
+    }
+}
+
+/// A write that failed with a watched errno, or returned after blocking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteEvent {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub syscall: WriteSyscall,
+    pub fd: i32,
+    pub count: ByteCount,
+    pub outcome: WriteOutcome,
+    /// What the fd pointed at, as the kernel saw it.
+    pub file: Option<FileIdentity>,
+    pub registers: Option<SavedRegisters>,
+    pub stack: StackSnapshot,
+    /// For a process the kernel program knew to be Go: its goroutine, as read at event time.
+    pub goroutine: Option<Goroutine>,
+    /// For a process it did not know yet: the start of the running `g`, if Go code wrote.
+    pub running_g: Option<RunningG>,
+}
+
+/// The start of the `g` that made a write, copied by the kernel program for a process it did
+/// not know to be Go yet (see [`write_flags::G_SNAPSHOT`]): read with the binary's offsets
+/// once userspace knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningG {
+    /// Its address.
+    pub address: u64,
+    /// Its stack bounds (it owns the stack the thread was on).
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    /// Its first bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl RunningG {
+    /// The goroutine, read with `offsets` (those of the process's binary).
+    pub fn goroutine(&self, offsets: &GOffsets) -> Option<Goroutine> {
+        let word = |offset: u64| {
+            let start = usize::try_from(offset).ok()?;
+            let bytes = self.bytes.get(start..start.checked_add(8)?)?;
+            Some(u64::from_le_bytes(bytes.try_into().ok()?))
+        };
+        let goid = word(offsets.goid)?;
+        let status = word(offsets.atomicstatus)? as u32;
+        let gopc = word(offsets.gopc)?;
+        let parent_goid = offsets.parent_goid.and_then(word).unwrap_or(0);
+        Some(Goroutine {
+            flags: go_flags::GO_PROCESS | go_flags::FOUND | go_flags::STACK_OWNED,
+            status,
+            fsbase: 0,
+            g: self.address,
+            stack_lo: self.stack_lo,
+            stack_hi: self.stack_hi,
+            goroutine: self.address,
+            goid,
+            parent_goid,
+            gopc,
+        })
+    }
+}
+
+/// What a process does on SIGPIPE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// The default: terminate.
+    Default,
+    Ignore,
+    /// A handler, at this address.
+    Handler(u64),
+}
+
+impl Disposition {
+    pub fn from_handler(handler: u64) -> Self {
+        match handler {
+            0 => Disposition::Default,
+            1 => Disposition::Ignore,
+            address => Disposition::Handler(address),
+        }
+    }
+}
+
+/// A SIGPIPE generated for, or delivered to, a traced process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigpipeEvent {
+    /// Delivered (the thread is about to act on it), rather than generated.
+    pub delivered: bool,
+    pub pid: u32,
+    pub tid: u32,
+    /// Who generated it: for a broken pipe, the writer itself.
+    pub sender_pid: u32,
+    pub sender_tid: u32,
+    pub sender_comm: String,
+    /// `si_code` (`SI_USER` 0, `SI_KERNEL` 0x80, `SI_TKILL` -6, ...).
+    pub code: i32,
+    /// The kernel's result for a generated signal (0 delivered, 1 ignored, 2 already pending).
+    pub result: i32,
+    /// Blocked in the thread's signal mask: it stays pending.
+    pub blocked: bool,
+    /// Raised from inside a write-family syscall of the receiving thread: a broken pipe.
+    pub from_write: bool,
+    /// For a broken pipe, the fd of the write.
+    pub fd: Option<i32>,
+    /// The disposition (when generated), or the handler about to run (when delivered).
+    pub disposition: Disposition,
+    pub ts_ns: u64,
+}
+
+/// One record from the ring buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Write(Box<WriteEvent>),
+    Exec {
+        pid: u32,
+        ts_ns: u64,
+        comm: String,
+    },
+    /// The process ended; `exit_code` is its wait status (`code << 8`, or the signal).
+    Exit {
+        pid: u32,
+        ts_ns: u64,
+        exit_code: u32,
+    },
+    Sigpipe(SigpipeEvent),
+}
+
+/// A record that could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is too short")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown syscall {0}")]
+    UnknownSyscall(u32),
+}
+
+/// Reads a `T` from the start of `bytes`, if there are enough.
+fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: the length was checked; `T` is one of the `#[repr(C)]` plain-integer record
+    // types of stdtrace-common, valid for any bit pattern; read_unaligned makes no alignment
+    // assumption.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8], regs_layout: &RegsLayout) -> Result<Record, DecodeError> {
+    let kind: u32 = read_record(bytes)?;
+    match kind {
+        record_kind::FAILED_WRITE | record_kind::BLOCKED_WRITE => {
+            let raw: Box<WriteRecord> = Box::new(read_record(bytes)?);
+            decode_write(&raw, regs_layout).map(|event| Record::Write(Box::new(event)))
+        }
+        record_kind::PROCESS_EXEC => {
+            let raw: ProcessExec = read_record(bytes)?;
+            Ok(Record::Exec {
+                pid: raw.tgid,
+                ts_ns: raw.ts_ns,
+                comm: comm_from_bytes(&raw.comm),
+            })
+        }
+        record_kind::PROCESS_EXIT => {
+            let raw: ProcessExit = read_record(bytes)?;
+            Ok(Record::Exit {
+                pid: raw.tgid,
+                ts_ns: raw.ts_ns,
+                exit_code: raw.exit_code,
+            })
+        }
+        record_kind::SIGPIPE_GENERATED | record_kind::SIGPIPE_DELIVERED => {
+            let raw: SigpipeRecord = read_record(bytes)?;
+            Ok(Record::Sigpipe(SigpipeEvent {
+                delivered: raw.kind == record_kind::SIGPIPE_DELIVERED,
+                pid: raw.tgid,
+                tid: raw.tid,
+                sender_pid: raw.sender_tgid,
+                sender_tid: raw.sender_tid,
+                sender_comm: comm_from_bytes(&raw.sender_comm),
+                code: raw.code,
+                result: raw.result,
+                blocked: raw.blocked != 0,
+                from_write: raw.from_write != 0,
+                fd: (raw.from_write != 0).then_some(raw.fd),
+                disposition: Disposition::from_handler(raw.handler),
+                ts_ns: raw.ts_ns,
+            }))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn decode_write(raw: &WriteRecord, regs_layout: &RegsLayout) -> Result<WriteEvent, DecodeError> {
+    let syscall =
+        WriteSyscall::from_raw(raw.syscall).ok_or(DecodeError::UnknownSyscall(raw.syscall))?;
+    let count = if raw.flags & write_flags::COUNT_UNKNOWN != 0
+        || raw.flags & write_flags::REGS_VALID == 0
+    {
+        ByteCount::Unknown
+    } else if raw.flags & write_flags::COUNT_PARTIAL != 0 {
+        ByteCount::AtLeast(raw.count)
+    } else {
+        ByteCount::Exact(raw.count)
+    };
+    let registers = (raw.flags & write_flags::REGS_VALID != 0)
+        .then(|| saved_registers(&raw.regs, raw.regs_len, regs_layout));
+    let file = (raw.flags & write_flags::FILE_VALID != 0).then(|| {
+        FileIdentity::from_kernel(&raw.file, raw.flags & write_flags::PIPE_ENDS_VALID != 0)
+    });
+    let stack_len = (raw.stack_len as usize).min(raw.stack.len());
+    let outcome = if raw.kind == record_kind::BLOCKED_WRITE {
+        WriteOutcome::Blocked {
+            blocked_ns: raw.blocked_ns,
+            resumed: matches!(
+                raw.blocked,
+                blocked_state::RESUMED | blocked_state::RESUMED_PARKED
+            ),
+        }
+    } else {
+        WriteOutcome::Failed {
+            errno: raw.ret.unsigned_abs().min(u32::MAX as u64) as u32,
+        }
+    };
+    Ok(WriteEvent {
+        ts_ns: raw.ts_ns,
+        pid: raw.tgid,
+        tid: raw.tid,
+        comm: comm_from_bytes(&raw.comm),
+        syscall,
+        fd: raw.fd as i32,
+        count,
+        outcome,
+        file,
+        registers,
+        stack: StackSnapshot {
+            base: raw.stack_base,
+            bytes: raw.stack[..stack_len].to_vec(),
+        },
+        goroutine: (raw.go.flags & go_flags::GO_PROCESS != 0).then_some(raw.go),
+        running_g: (raw.flags & write_flags::G_SNAPSHOT != 0).then(|| RunningG {
+            address: raw.go.g,
+            stack_lo: raw.go.stack_lo,
+            stack_hi: raw.go.stack_hi,
+            bytes: raw.g_snapshot.to_vec(),
+        }),
+    })
+}
+
+/// Picks the registers out of the raw `struct pt_regs` copy.
+pub fn saved_registers(
+    words: &[u64; REGS_COPY_WORDS],
+    len: u32,
+    layout: &RegsLayout,
+) -> SavedRegisters {
+    let mut registers = SavedRegisters::default();
+    for (slot, offset) in registers.0.iter_mut().zip(layout.offsets) {
+        let index = offset as usize / 8;
+        if offset % 8 == 0 && offset + 8 <= len && index < words.len() {
+            *slot = Some(words[index]);
+        }
+    }
+    registers
+}
+
+/// An all-zero failed-write record, for tests.
+#[cfg(test)]
+pub(crate) fn raw_failed_write() -> Box<WriteRecord> {
+    // SAFETY: WriteRecord is plain integers; all-zero is a valid value.
+    let mut raw: Box<WriteRecord> = Box::new(unsafe { std::mem::zeroed() });
+    raw.kind = record_kind::FAILED_WRITE;
+    raw.file = stdtrace_common::OpenFile::default();
+    raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain `#[repr(C)]` value with no padding.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn layout() -> RegsLayout {
+        // struct pt_regs on x86_64: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp ss
+        let at = |name: &str| {
+            let order = [
+                "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx",
+                "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss",
+            ];
+            order.iter().position(|n| *n == name).unwrap() as u32 * 8
+        };
+        let names = [
+            "ax", "dx", "cx", "bx", "si", "di", "bp", "sp", "r8", "r9", "r10", "r11", "r12", "r13",
+            "r14", "r15", "ip",
+        ];
+        let mut offsets = [0; 17];
+        for (slot, name) in offsets.iter_mut().zip(names) {
+            *slot = at(name);
+        }
+        RegsLayout { offsets }
+    }
+
+    #[test]
+    fn decodes_a_failed_write() {
+        let mut raw = raw_failed_write();
+        raw.syscall = syscall::WRITEV;
+        raw.ts_ns = 42;
+        raw.tgid = 100;
+        raw.tid = 101;
+        raw.comm[..6].copy_from_slice(b"writer");
+        raw.fd = 4;
+        raw.count = 10;
+        raw.ret = -32;
+        raw.flags = write_flags::REGS_VALID | write_flags::FILE_VALID | write_flags::COUNT_PARTIAL;
+        raw.regs_len = 168;
+        raw.regs[16] = 0x401000; // ip
+        raw.regs[19] = 0x7ffd0010; // sp
+        raw.file.mode = 0o010600;
+        raw.file.ino = 555;
+        raw.stack_base = 0x7ffd0000;
+        raw.stack_len = 4096;
+        raw.stack[16] = 0xaa;
+        let record = decode(&bytes_of(&*raw), &layout()).unwrap();
+        let Record::Write(event) = record else {
+            panic!("{record:?}")
+        };
+        assert_eq!(event.pid, 100);
+        assert_eq!(event.tid, 101);
+        assert_eq!(event.comm, "writer");
+        assert_eq!(event.syscall, WriteSyscall::Writev);
+        assert_eq!(event.outcome, WriteOutcome::Failed { errno: 32 });
+        assert_eq!(event.count, ByteCount::AtLeast(10));
+        let registers = event.registers.unwrap();
+        assert_eq!(registers.ip(), Some(0x401000));
+        assert_eq!(registers.sp(), Some(0x7ffd0010));
+        assert_eq!(event.file.unwrap().ino, 555);
+        assert_eq!(event.stack.base, 0x7ffd0000);
+        assert_eq!(event.stack.bytes.len(), 4096);
+        assert_eq!(event.stack.bytes[16], 0xaa);
+    }
+
+    #[test]
+    fn bad_records_are_errors() {
+        assert_eq!(decode(&[1, 0], &layout()), Err(DecodeError::Short(2)));
+        assert_eq!(
+            decode(&[9, 0, 0, 0, 0, 0, 0, 0], &layout()),
+            Err(DecodeError::UnknownKind(9))
+        );
+        let mut raw = raw_failed_write();
+        raw.syscall = 77;
+        assert_eq!(
+            decode(&bytes_of(&*raw), &layout()),
+            Err(DecodeError::UnknownSyscall(77))
+        );
+        let bytes = bytes_of(&*raw_failed_write());
+        assert!(matches!(
+            decode(&bytes[..100], &layout()),
+            Err(DecodeError::Short(100))
+        ));
+        // A claimed stack length beyond the copy is clamped.
+        let mut raw = raw_failed_write();
+        raw.stack_len = u32::MAX;
+        let Ok(Record::Write(event)) = decode(&bytes_of(&*raw), &layout()) else {
+            panic!()
+        };
+        assert_eq!(event.stack.bytes.len(), stdtrace_common::STACK_COPY_BYTES);
+        assert_eq!(event.registers, None);
+        assert_eq!(event.count, ByteCount::Unknown);
+    }
+}

@@ -1,0 +1,12 @@
+//! What procfs says about a process: its memory map, its open fds and what they point at.
+
+pub mod activity;
+pub mod address_space;
+pub mod fd;
+pub mod maps;
+pub mod memory;
+pub mod perf_mmap;
+pub mod pipe;
+pub mod socket;
+pub mod status;
+pub mod syscalls;

@@ -1,0 +1,49 @@
+//! `/proc/PID/status`, `/proc/PID/comm` and `/proc/PID/stat`: names and states of processes.
+
+/// The value of `Name:` in the text of `/proc/PID/status`.
+pub fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == name).then(|| value.trim())
+    })
+}
+
+/// A process's command name, or None if it is gone.
+pub fn comm(pid: u32) -> Option<String> {
+    let text = std::fs::read(format!("/proc/{pid}/comm")).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    Some(text.trim_end_matches('\n').to_owned())
+}
+
+/// Whether a process (or thread) still exists.
+pub fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Turns a NUL-padded kernel `comm` into text.
+pub fn comm_from_bytes(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields() {
+        let text = "Name:\tcat\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t812\nPid:\t813\n";
+        assert_eq!(field(text, "Tgid"), Some("812"));
+        assert_eq!(field(text, "State"), Some("S (sleeping)"));
+        assert_eq!(field(text, "Ppid"), None);
+        assert_eq!(field("garbage", "Tgid"), None);
+    }
+
+    #[test]
+    fn comms() {
+        assert_eq!(comm_from_bytes(b"yes\0\0\0\0\0\0\0\0\0\0\0\0\0"), "yes");
+        assert_eq!(comm_from_bytes(b"0123456789abcdef"), "0123456789abcdef");
+        assert!(comm(std::process::id()).is_some());
+        assert!(exists(std::process::id()));
+    }
+}

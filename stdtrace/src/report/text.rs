@@ -1,0 +1,843 @@
+//! Text for people: one block per failed write, readable at a glance (who, what fd, what it
+//! points at, who is on the other end, where in the code), and a summary at the end. The same
+//! (pid, fd, errno, stack) seen again is counted, not printed again.
+
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+    time::{Duration, Instant},
+};
+
+use super::{FrameReport, GoReport, Summary, WriteReport, sanitize, write_line};
+use crate::callpaths::RepeatReport;
+use crate::process::{
+    fd::{FdTarget, Peer, TargetKind},
+    socket::SocketInfo,
+};
+use crate::sigpipe::SigpipeReport;
+
+/// How often the count of repeats is printed.
+const REPEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// ANSI styling, or none.
+#[derive(Clone, Copy, Debug)]
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn bold(self, text: &str) -> String {
+        self.paint("1", text)
+    }
+    fn red(self, text: &str) -> String {
+        self.paint("1;31", text)
+    }
+    fn dim(self, text: &str) -> String {
+        self.paint("2", text)
+    }
+    fn function(self, text: &str) -> String {
+        self.paint("36", text)
+    }
+}
+
+/// Turns CLOCK_MONOTONIC nanoseconds (kernel timestamps) into local wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall-clock nanoseconds since the epoch minus monotonic nanoseconds, taken at start.
+    wall_minus_monotonic: i128,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let monotonic = crate::events::monotonic_ns() as i128;
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_nanos() as i128)
+            .unwrap_or(0);
+        Self {
+            wall_minus_monotonic: wall - monotonic,
+        }
+    }
+
+    /// `HH:MM:SS.mmm` in local time.
+    pub fn format(&self, monotonic_ns: u64) -> String {
+        let wall_ns = monotonic_ns as i128 + self.wall_minus_monotonic;
+        let seconds = (wall_ns / 1_000_000_000) as libc::time_t;
+        let millis = (wall_ns % 1_000_000_000) / 1_000_000;
+        // SAFETY: localtime_r fills the zeroed `tm` we own; it reads only `seconds`.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        let ok = !unsafe { libc::localtime_r(&seconds, &mut tm) }.is_null();
+        if !ok {
+            return format!("{monotonic_ns}ns");
+        }
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            tm.tm_hour, tm.tm_min, tm.tm_sec, millis
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RepeatKey {
+    pid: u32,
+    fd: i32,
+    /// The errno, or the blocked state (only slow writes repeat: stuck and resumed are told
+    /// once each).
+    what: String,
+    stack: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Repeats {
+    headline: String,
+    /// A block was printed for the first occurrence (not so for repeats on another fd of a
+    /// call path first reported on one fd).
+    shown: bool,
+    /// Occurrences after the first sent to userspace.
+    more: u64,
+    /// Occurrences counted in the kernel at the call site.
+    kernel: u64,
+    /// Of those, how many were already printed.
+    printed: u64,
+    last_print: Instant,
+}
+
+/// The text report.
+pub struct TextOutput {
+    out: Box<dyn Write + Send>,
+    style: Style,
+    clock: Clock,
+    quiet: bool,
+    repeats: HashMap<RepeatKey, Repeats>,
+    /// The stack (and fd) each call site was first reported with, by (pid, site).
+    sites: HashMap<(u32, u32), (i32, Vec<String>)>,
+}
+
+impl TextOutput {
+    pub fn new(out: Box<dyn Write + Send>, color: bool, quiet: bool, clock: Clock) -> Self {
+        Self {
+            out,
+            style: Style { color },
+            clock,
+            quiet,
+            repeats: HashMap::new(),
+            sites: HashMap::new(),
+        }
+    }
+
+    /// Reports a failed or blocked write: a block for the first of each (pid, fd, errno or
+    /// state, stack), a count for the repeats.
+    pub fn write(&mut self, report: &WriteReport) -> io::Result<()> {
+        let what = match (&report.errno, report.state) {
+            (Some(errno), _) => Some(errno.clone()),
+            (None, Some("slow")) => Some("slow".to_owned()),
+            _ => None,
+        };
+        if let Some(what) = what {
+            let key = RepeatKey {
+                pid: report.pid,
+                fd: report.fd,
+                what: what.clone(),
+                stack: report
+                    .stack
+                    .iter()
+                    .map(|frame| frame.address.clone())
+                    .collect(),
+            };
+            if let Some(site) = report.site {
+                self.sites
+                    .entry((report.pid, site))
+                    .or_insert_with(|| (report.fd, key.stack.clone()));
+            }
+            if let Some(repeats) = self.repeats.get_mut(&key) {
+                if repeats.shown {
+                    repeats.more += 1;
+                    return Ok(());
+                }
+                // Counted in the kernel first: now its own block.
+                repeats.shown = true;
+            }
+            let headline = format!(
+                "pid {} ({}) {}({}) {what}",
+                report.pid,
+                sanitize(&report.comm),
+                report.syscall,
+                report.fd,
+            );
+            self.repeats.entry(key).or_insert(Repeats {
+                headline,
+                shown: true,
+                more: 0,
+                kernel: 0,
+                printed: 0,
+                last_print: Instant::now(),
+            });
+        }
+        if self.quiet {
+            return Ok(());
+        }
+        let block = self.render(report);
+        self.out.write_all(block.as_bytes())
+    }
+
+    fn render(&self, report: &WriteReport) -> String {
+        let style = self.style;
+        let mut block = String::new();
+        let mut thread = if report.tid != report.pid {
+            format!(" tid {}", report.tid)
+        } else {
+            String::new()
+        };
+        if let Some(go) = &report.go {
+            match go.goid {
+                Some(goid) => thread.push_str(&format!(" goroutine {goid}")),
+                None => thread.push_str(" goroutine ?"),
+            }
+        }
+        let count = match (report.count, report.count_partial) {
+            (Some(1), false) => ", 1 byte".to_owned(),
+            (Some(n), false) => format!(", {n} bytes"),
+            (Some(n), true) => format!(", at least {n} bytes"),
+            (None, _) => String::new(),
+        };
+        let who = format!(
+            "{} pid {} ({}){}: {}({}{})",
+            style.dim(&self.clock.format(report.ts_ns)),
+            report.pid,
+            style.bold(&sanitize(&report.comm)),
+            thread,
+            report.syscall,
+            report.fd,
+            count,
+        );
+        match (&report.errno, report.state) {
+            (Some(errno), _) => {
+                block.push_str(&format!(
+                    "{who} failed: {} ({})\n",
+                    style.red(errno),
+                    describe_errno(errno),
+                ));
+                block.push_str(&format!(
+                    "  fd {} -> {}\n",
+                    report.fd,
+                    describe_target(&report.target)
+                ));
+            }
+            (None, state) => {
+                let seconds = report.duration_ms.unwrap_or(0) as f64 / 1000.0;
+                let how = match state {
+                    Some("stuck") => format!("stuck {seconds:.1}s"),
+                    Some("resumed") => format!("resumed after {seconds:.1}s"),
+                    Some("parked") => format!("parked {seconds:.1}s"),
+                    _ => format!("slow: blocked {seconds:.1}s"),
+                };
+                // The story in one line: who, how long, into what, how full, the other end.
+                block.push_str(&format!(
+                    "{who} {} -> {}\n",
+                    style.red(&how),
+                    describe_target(&report.target)
+                ));
+            }
+        }
+        if let Some(go) = &report.go {
+            block.push_str(&format!("  {}\n", describe_goroutine(go)));
+        }
+        for (index, frame) in report.stack.iter().enumerate() {
+            block.push_str(&format!("    #{index:<2} {}\n", render_frame(style, frame)));
+        }
+        if report.stack.is_empty() {
+            block.push_str("    (no stack)\n");
+        }
+        if let Some(end) = &report.stack_end {
+            block.push_str(&format!(
+                "    {}\n",
+                style.dim(&format!("(stack ends: {})", sanitize(end)))
+            ));
+        }
+        block.push('\n');
+        block
+    }
+
+    /// Prints how often each stack repeated since it was last said: once a second, or all of
+    /// it when `all` (at the end).
+    pub fn flush_repeats(&mut self, all: bool) -> io::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut lines = Vec::new();
+        for repeats in self.repeats.values_mut() {
+            let told = repeats.more + repeats.kernel;
+            let fresh = told.saturating_sub(repeats.printed);
+            if fresh == 0 || (!all && now.duration_since(repeats.last_print) < REPEAT_INTERVAL) {
+                continue;
+            }
+            let more = if repeats.shown { " more" } else { "" };
+            lines.push(format!(
+                "  ... {}: {fresh}{more} from the same stack ({} in all)",
+                repeats.headline,
+                told + u64::from(repeats.shown)
+            ));
+            repeats.printed = told;
+            repeats.last_print = now;
+        }
+        lines.sort();
+        for line in lines {
+            write_line(&mut self.out, &self.style.dim(&line))?;
+        }
+        self.out.flush()
+    }
+
+    /// Failures counted in the kernel at call sites already reported: added to the repeat
+    /// counts, printed with them.
+    pub fn repeats(&mut self, reports: &[RepeatReport]) {
+        for report in reports {
+            let Some((first_fd, stack)) = self.sites.get(&(report.pid, report.site)) else {
+                continue;
+            };
+            let key = RepeatKey {
+                pid: report.pid,
+                fd: report.fd,
+                what: report.errno.clone(),
+                stack: stack.clone(),
+            };
+            let same_fd = *first_fd == report.fd;
+            let first_fd = *first_fd;
+            let repeats = self.repeats.entry(key).or_insert_with(|| Repeats {
+                headline: format!(
+                    "pid {} ({}) {}({}) {} (the stack of its {}({first_fd}) report)",
+                    report.pid,
+                    sanitize(&report.comm),
+                    report.syscall,
+                    report.fd,
+                    report.errno,
+                    report.syscall,
+                ),
+                shown: same_fd,
+                more: 0,
+                kernel: 0,
+                printed: 0,
+                last_print: Instant::now() - REPEAT_INTERVAL,
+            });
+            repeats.kernel = report.count;
+        }
+    }
+
+    /// A SIGPIPE story: who, at which write, the reader that went away, and the fate, with
+    /// times.
+    pub fn sigpipe(&mut self, report: &SigpipeReport) -> io::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        let style = self.style;
+        let mut block = String::new();
+        let goroutine = report
+            .go
+            .as_ref()
+            .and_then(|go| go.goid)
+            .map(|goid| format!(" goroutine {goid}"))
+            .unwrap_or_default();
+        if let (Some(since), Some(ms), Some(fd)) =
+            (report.blocked_since_ns, report.blocked_ms, report.fd)
+        {
+            block.push_str(&format!(
+                "{} pid {} ({}){goroutine}: write({fd}) blocked, for {:.1}s\n",
+                style.dim(&self.clock.format(since)),
+                report.pid,
+                sanitize(&report.comm),
+                ms as f64 / 1000.0
+            ));
+        }
+        if let Some(reader) = &report.reader {
+            let mut events = Vec::new();
+            if let Some(at) = reader.closed_ts_ns {
+                events.push((at, "closed the read end"));
+            }
+            if let Some(at) = reader.exit_ts_ns {
+                events.push((at, "exited"));
+            }
+            for (when, how) in events {
+                block.push_str(&format!(
+                    "{} reader pid {} ({}) {how}\n",
+                    style.dim(&self.clock.format(when)),
+                    reader.pid,
+                    sanitize(&reader.comm)
+                ));
+            }
+        }
+        let fate = match report.fate {
+            "killed" => "killed by SIGPIPE".to_owned(),
+            "ignored" => "got EPIPE (SIGPIPE ignored) and went on".to_owned(),
+            "handled" => "SIGPIPE handled by its handler".to_owned(),
+            "blocked" => "SIGPIPE blocked, pending".to_owned(),
+            other => format!("SIGPIPE, {other}"),
+        };
+        let cause = match (&report.sent_by, report.fd) {
+            (Some(sender), _) => format!(
+                " (sent by pid {} ({}), not by a write)",
+                sender.pid,
+                sanitize(&sender.comm)
+            ),
+            (None, Some(fd)) => {
+                let target = report
+                    .target
+                    .as_ref()
+                    .map(|target| format!(" -> {}", describe_target(target)))
+                    .unwrap_or_default();
+                format!(" at write({fd}){target}")
+            }
+            (None, None) => String::new(),
+        };
+        let count = if report.count > 1 {
+            format!(" ({} times)", report.count)
+        } else {
+            String::new()
+        };
+        block.push_str(&format!(
+            "{} pid {} ({}){goroutine}: {}{cause}{count}\n",
+            style.dim(&self.clock.format(report.fate_ts_ns.unwrap_or(report.ts_ns))),
+            report.pid,
+            style.bold(&sanitize(&report.comm)),
+            style.red(&fate),
+        ));
+        for (index, frame) in report.stack.iter().enumerate() {
+            block.push_str(&format!("    #{index:<2} {}\n", render_frame(style, frame)));
+        }
+        block.push('\n');
+        self.out.write_all(block.as_bytes())
+    }
+
+    pub fn summary(&mut self, summary: &Summary) -> io::Result<()> {
+        let style = self.style;
+        let mut text = String::new();
+        text.push_str(&format!(
+            "{} traced for {:.2}s ({})\n",
+            style.bold("stdtrace:"),
+            summary.duration_ms as f64 / 1000.0,
+            summary.stopped
+        ));
+        text.push_str(&format!(
+            "  failed writes: {} ({} reported, {} dropped)\n",
+            summary.failed_writes, summary.reported, summary.dropped
+        ));
+        for total in &summary.totals {
+            text.push_str(&format!(
+                "  {:>8}  pid {} ({})  fd {}  {}  {}\n",
+                total.failures,
+                total.pid,
+                sanitize(&total.comm),
+                total.fd,
+                style.red(&total.errno),
+                total.syscall
+            ));
+        }
+        if summary.blocked_writes > 0 {
+            text.push_str(&format!(
+                "  blocked writes reported: {}\n",
+                summary.blocked_writes
+            ));
+        }
+        for stuck in &summary.stuck {
+            let goroutine = stuck
+                .goid
+                .map(|goid| format!(" goroutine {goid}"))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "  still stuck: pid {} ({}) tid {}{goroutine} {}({}) for {:.1}s\n",
+                stuck.pid,
+                sanitize(&stuck.comm),
+                stuck.tid,
+                stuck.syscall,
+                stuck.fd,
+                stuck.duration_ms as f64 / 1000.0
+            ));
+        }
+        for story in &summary.sigpipes {
+            let reader = story
+                .reader
+                .as_ref()
+                .map(|reader| {
+                    let how = match (reader.closed_ts_ns.is_some(), reader.exited) {
+                        (true, true) => "closed it and exited",
+                        (true, false) => "closed it",
+                        _ => "exited",
+                    };
+                    format!(
+                        ", reader pid {} ({}) {how}",
+                        reader.pid,
+                        sanitize(&reader.comm)
+                    )
+                })
+                .unwrap_or_default();
+            let fd = story.fd.map(|fd| format!(" fd {fd}")).unwrap_or_default();
+            let blocked = story
+                .blocked_ms
+                .map(|ms| format!(", blocked {:.1}s first", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "  SIGPIPE: pid {} ({}){fd} {} ({} times){blocked}{reader}\n",
+                story.pid,
+                sanitize(&story.comm),
+                story.fate,
+                story.count
+            ));
+        }
+        if let Some(command) = &summary.command {
+            let how = match command.signal {
+                Some(signal) => format!("was killed by signal {signal} ({})", signal_name(signal)),
+                None => format!("exited with status {}", command.exit_code),
+            };
+            text.push_str(&format!("  command: pid {} {how}\n", command.pid));
+        }
+        self.out.write_all(text.as_bytes())?;
+        self.out.flush()
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn render_frame(style: Style, frame: &FrameReport) -> String {
+    let object = frame
+        .object
+        .as_deref()
+        .map(|object| sanitize(object.rsplit('/').next().unwrap_or(object)))
+        .unwrap_or_default();
+    match &frame.function {
+        Some(function) => {
+            let location = match (&frame.file, frame.line) {
+                (Some(file), Some(line)) => {
+                    format!(
+                        " at {}:{line}",
+                        sanitize(file.rsplit('/').next().unwrap_or(file))
+                    )
+                }
+                (Some(file), None) => format!(" at {}", sanitize(file)),
+                _ => String::new(),
+            };
+            let inlined = if frame.inlined { " (inlined)" } else { "" };
+            format!(
+                "{}{inlined}{location}  {}",
+                style.function(&sanitize(function)),
+                style.dim(&format!("in {object}"))
+            )
+        }
+        None => {
+            let within = match (&frame.object, &frame.object_address) {
+                (Some(_), Some(offset)) => format!(" in {object}+{offset}"),
+                (Some(_), None) => format!(" in {object}"),
+                _ => String::new(),
+            };
+            let why = frame
+                .unknown
+                .as_deref()
+                .map(|why| format!(" ({})", sanitize(why)))
+                .unwrap_or_default();
+            format!("{}{within}{}", frame.address, style.dim(&why))
+        }
+    }
+}
+
+/// `(unix stream, established, peer socket:[40214], 212992 bytes unsent)`
+fn describe_socket(socket: &SocketInfo) -> String {
+    let mut parts = vec![socket.family.to_owned()];
+    parts.extend(socket.socket_type.map(str::to_owned));
+    parts.extend(socket.state.map(str::to_owned));
+    if let (Some(local), Some(remote)) = (&socket.local, &socket.remote) {
+        parts.push(format!("{} -> {}", sanitize(local), sanitize(remote)));
+    } else if let Some(local) = &socket.local {
+        parts.push(sanitize(local));
+    }
+    if let Some(peer) = socket.peer_inode {
+        parts.push(format!("peer socket:[{peer}]"));
+    }
+    if let Some(queued) = socket.send_queue {
+        parts.push(format!("{queued} bytes unsent"));
+    }
+    format!("({})", parts.join(", "))
+}
+
+/// `reader pid 813 (log-shipper) sleeping in clock_nanosleep, not reading`
+fn reader_activity(reader: &Peer) -> String {
+    let who = format!("reader pid {} ({})", reader.pid, sanitize(&reader.comm));
+    let Some(activity) = &reader.activity else {
+        return who;
+    };
+    let doing = if activity.reading {
+        "reading".to_owned()
+    } else if activity.blocked {
+        format!(
+            "{} in {}, itself blocked writing",
+            activity.state,
+            activity.syscall.as_deref().unwrap_or("write")
+        )
+    } else {
+        let place = activity.syscall.as_deref().or(activity.wchan.as_deref());
+        match place {
+            Some(place) => format!("{} in {}, not reading", activity.state, sanitize(place)),
+            None => format!("{}, not reading", activity.state),
+        }
+    };
+    format!("{who} {doing}")
+}
+
+fn peers(list: &[Peer]) -> String {
+    list.iter()
+        .map(|peer| format!("pid {} ({})", peer.pid, sanitize(&peer.comm)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `pipe:[40213] (non-blocking); readers: none, nobody holds the read end; writers: pid 812 (w)`
+pub fn describe_target(target: &FdTarget) -> String {
+    let name = match (&target.path, target.kind) {
+        (Some(path), _) => sanitize(path),
+        (None, kind) => format!("{kind:?}").to_lowercase(),
+    };
+    let mut text = match target.kind {
+        TargetKind::Fifo => format!("fifo {name}"),
+        TargetKind::Pty => format!("pty {name}"),
+        TargetKind::Tty => format!("tty {name}"),
+        TargetKind::File => format!("file {name}"),
+        TargetKind::Char => format!("device {name}"),
+        TargetKind::Pipe | TargetKind::Socket | TargetKind::Other => name,
+    };
+    if target.nonblocking == Some(true) {
+        text.push_str(" (non-blocking)");
+    }
+    if let (Some(queued), Some(capacity)) = (target.queued, target.capacity) {
+        text.push_str(&format!(" {queued}/{capacity} bytes queued"));
+    }
+    if let Some(socket) = &target.socket {
+        text.push_str(&format!(" {}", describe_socket(socket)));
+    }
+    if let Some(readers) = &target.readers
+        && readers.iter().any(|reader| reader.activity.is_some())
+    {
+        // What each reader is doing: the other half of a blocked write's story.
+        let told: Vec<String> = readers.iter().map(reader_activity).collect();
+        text.push_str(&format!("; {}", told.join("; ")));
+    } else if let Some(readers) = &target.readers {
+        let end = if target.kind == TargetKind::Pty {
+            "the master side"
+        } else {
+            "the read end"
+        };
+        let open_ends = target.read_ends.unwrap_or(0);
+        if readers.is_empty() && open_ends > 0 {
+            text.push_str(&format!(
+                "; readers: {open_ends} read end(s) open, held by processes that have since exited"
+            ));
+        } else if readers.is_empty() {
+            text.push_str(&format!("; readers: none, nobody holds {end}"));
+            if let Some(last) = &target.last_reader {
+                let how = if last.closed_ts_ns.is_some() {
+                    "closed it"
+                } else {
+                    "exited"
+                };
+                text.push_str(&format!(
+                    " (last: pid {} ({}) {how})",
+                    last.pid,
+                    sanitize(&last.comm)
+                ));
+            }
+        } else {
+            text.push_str(&format!("; readers: {}", peers(readers)));
+        }
+    }
+    if let Some(writers) = &target.writers
+        && !writers.is_empty()
+    {
+        text.push_str(&format!("; writers: {}", peers(writers)));
+    }
+    if let Some(unknown) = &target.unknown {
+        text.push_str(&format!(" ({})", sanitize(unknown)));
+    }
+    text
+}
+
+/// `go1.25.5, goroutine 17 (syscall), created by main.main at main.go:52 in goroutine 1`
+fn describe_goroutine(go: &GoReport) -> String {
+    let mut text = sanitize(&go.version);
+    match go.goid {
+        Some(goid) => text.push_str(&format!(", goroutine {goid}")),
+        None => text.push_str(", goroutine unknown"),
+    }
+    if let Some(status) = go.status {
+        text.push_str(&format!(" ({status}"));
+        if go.system_stack {
+            text.push_str(", on the system stack");
+        }
+        text.push(')');
+    }
+    if let Some(created) = &go.created_by
+        && let Some(function) = &created.function
+    {
+        text.push_str(&format!(", created by {}", sanitize(function)));
+        if let (Some(file), Some(line)) = (&created.file, created.line) {
+            text.push_str(&format!(
+                " at {}:{line}",
+                sanitize(file.rsplit('/').next().unwrap_or(file))
+            ));
+        }
+        if let Some(parent) = go.parent_goid {
+            text.push_str(&format!(" in goroutine {parent}"));
+        }
+    }
+    if let Some(unknown) = &go.unknown {
+        text.push_str(&format!(" ({})", sanitize(unknown)));
+    }
+    if let Some(caveat) = &go.caveat {
+        text.push_str(&format!(" [{}]", sanitize(caveat)));
+    }
+    text
+}
+
+/// The C library's description of an errno given by name.
+fn describe_errno(name: &str) -> String {
+    let Some(number) = crate::errno::parse(name) else {
+        return name.to_owned();
+    };
+    let text = io::Error::from_raw_os_error(number as i32).to_string();
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
+}
+
+/// `SIGPIPE` for 13.
+pub fn signal_name(signal: i32) -> String {
+    const NAMES: [&str; 32] = [
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(signal)
+        .ok()
+        .and_then(|index| NAMES.get(index))
+        .filter(|name| !name.is_empty())
+        .map(|name| (*name).to_owned())
+        .unwrap_or_else(|| format!("signal {signal}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::report::samples::report;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn one_block_then_a_count_of_repeats() {
+        let captured = Captured::default();
+        let mut text = TextOutput::new(Box::new(captured.clone()), false, false, Clock::now());
+        for _ in 0..3 {
+            text.write(&report()).unwrap();
+        }
+        text.flush_repeats(true).unwrap();
+        let out = captured.text();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].ends_with("pid 812 (writer): write(4, 1 byte) failed: EPIPE (Broken pipe)"),
+            "{out}"
+        );
+        assert_eq!(
+            lines[1],
+            "  fd 4 -> pipe:[40213]; readers: none, nobody holds the read end; writers: pid 812 (writer)"
+        );
+        assert_eq!(lines[2], "    #0  write  in writer");
+        assert_eq!(lines[3], "    #1  emit_epipe at writer.c:42  in writer");
+        assert_eq!(
+            lines[4],
+            "    #2  0x401300 in writer+0x1234 (no symbol covers this address)"
+        );
+        assert_eq!(lines[5], "    (stack ends: reached the outermost frame)");
+        assert_eq!(
+            lines[7],
+            "  ... pid 812 (writer) write(4) EPIPE: 2 more from the same stack (3 in all)"
+        );
+        assert_eq!(lines.len(), 8, "{out}");
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let captured = Captured::default();
+        let mut text = TextOutput::new(Box::new(captured.clone()), true, false, Clock::now());
+        text.write(&report()).unwrap();
+        assert!(captured.text().contains("\x1b[1;31mEPIPE\x1b[0m"));
+    }
+
+    #[test]
+    fn quiet_prints_only_the_summary() {
+        let captured = Captured::default();
+        let mut text = TextOutput::new(Box::new(captured.clone()), false, true, Clock::now());
+        text.write(&report()).unwrap();
+        text.flush_repeats(true).unwrap();
+        assert_eq!(captured.text(), "");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(signal_name(13), "SIGPIPE");
+        assert_eq!(signal_name(64), "signal 64");
+        assert_eq!(describe_errno("EAGAIN"), "Resource temporarily unavailable");
+    }
+}

@@ -1,0 +1,250 @@
+//! Go, end to end, as root: for every Go toolchain from 1.19 to 1.27 and every build flavour
+//! (default, stripped, PIE, cgo, cgo with C thread-locals), each goroutine's failed write is
+//! reported with exactly the goroutine id that goroutine printed itself, the right Go version,
+//! and its function in the stack.
+//!
+//! The fixtures are built by `cargo xtask setup` (`cargo xtask go-fixtures`) into
+//! `target/fixtures/go/<version>/<flavour>/writer`.
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+#[path = "support/stdtrace.rs"]
+mod stdtrace;
+
+use std::{collections::BTreeMap, io::Write, path::PathBuf, process::Stdio, time::Duration};
+
+use serde_json::Value;
+use stdtrace::{StderrLines, function_names};
+
+/// The toolchains the issue names, by their fixture directory.
+const VERSIONS: [&str; 5] = ["1.19", "1.21.13", "1.23.9", "1.25.5", "1.27.3"];
+const FLAVOURS: [&str; 5] = ["default", "stripped", "pie", "cgo", "cgo-tls"];
+
+/// What each of the fixture's writers does: the label it prints, the errno its write fails
+/// with, and the function that must be in its stack.
+const WRITERS: [(&str, &str, &str); 4] = [
+    ("EAGAIN", "EAGAIN", "main.writeUntilEAGAIN"),
+    ("EAGAIN-POLLER", "EAGAIN", "main.writeViaPollerUntilEAGAIN"),
+    ("EPIPE", "EPIPE", "main.writeAfterReaderClosed"),
+    // From C, on the thread's system stack: the C function is on that stack.
+    ("EAGAIN-CGO", "EAGAIN", "stdtrace_c_write_until_eagain"),
+];
+
+fn fixture(version: &str, flavour: &str) -> Option<(PathBuf, String)> {
+    let dir = fixtures::workspace_root()
+        .join("target/fixtures/go")
+        .join(version);
+    let writer = dir.join(flavour).join("writer");
+    let toolchain = std::fs::read_to_string(dir.join("toolchain")).ok();
+    let go_version = toolchain.as_deref().and_then(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("go_version="))
+            .map(str::to_owned)
+    });
+    match (writer.exists(), go_version) {
+        (true, Some(go_version)) => Some((writer, go_version)),
+        _ => {
+            let message = format!(
+                "Go fixture {} is missing (run `cargo xtask go-fixtures`)",
+                writer.display()
+            );
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{message}");
+            }
+            eprintln!("{message}: skipped");
+            None
+        }
+    }
+}
+
+/// Runs one fixture under stdtrace and checks every writer's goroutine.
+fn check(version: &str, flavour: &str) -> Result<(), String> {
+    let Some((writer, go_version)) = fixture(version, flavour) else {
+        return Ok(());
+    };
+    let mut tracer = stdtrace::command(&["--format", "json", "--", writer.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("starting stdtrace: {err}"))?;
+    let mut stderr = StderrLines::new(tracer.stderr.take().unwrap());
+    stderr.wait_for("ready pid=", Duration::from_secs(20));
+    let mut stdin = tracer.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let output = stdtrace::wait_with_timeout(tracer, Duration::from_secs(60));
+    let lines = stderr.all(Duration::from_secs(2));
+    if output.status.code() != Some(0) {
+        return Err(format!("exit {:?}: {lines:#?}", output.status));
+    }
+    // "EAGAIN goroutine=19 writes=16"
+    let printed: BTreeMap<String, u64> = lines
+        .iter()
+        .filter_map(|line| {
+            let (label, rest) = line.split_once(" goroutine=")?;
+            let goid = rest.split_whitespace().next()?.parse().ok()?;
+            Some((label.to_owned(), goid))
+        })
+        .collect();
+    let cgo = flavour.starts_with("cgo");
+    let expected: Vec<_> = WRITERS
+        .iter()
+        .filter(|(label, ..)| cgo || *label != "EAGAIN-CGO")
+        .collect();
+    if printed.len() != expected.len() {
+        return Err(format!("the fixture printed {printed:?}"));
+    }
+    let records = stdtrace::json_lines(&output.stdout);
+    let errors: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "write_error")
+        .collect();
+    if errors.len() != expected.len() {
+        return Err(format!(
+            "{} write errors for {} writers: {errors:#?}",
+            errors.len(),
+            expected.len()
+        ));
+    }
+    for (label, errno, function) in expected {
+        let goid = printed[*label];
+        let matching: Vec<&&Value> = errors.iter().filter(|r| r["go"]["goid"] == goid).collect();
+        let [record] = matching.as_slice() else {
+            return Err(format!(
+                "{label}: {} events with goroutine {goid}: {errors:#?}",
+                matching.len()
+            ));
+        };
+        let go = &record["go"];
+        let names = function_names(record);
+        let problems = [
+            (
+                record["errno"] != *errno,
+                format!("errno {}", record["errno"]),
+            ),
+            (
+                go["version"] != go_version.as_str(),
+                format!("version {}", go["version"]),
+            ),
+            (
+                go["status"] != "syscall",
+                format!("status {}", go["status"]),
+            ),
+            (
+                go["created_by"]["function"] != "main.main",
+                format!("created by {}", go["created_by"]),
+            ),
+            (
+                go_version != "go1.19.8" && go["parent_goid"] != 1,
+                format!("parent {}", go["parent_goid"]),
+            ),
+            (
+                *label == "EAGAIN-CGO" && go["system_stack"] != true,
+                "not on the system stack".to_owned(),
+            ),
+            (
+                !names.iter().any(|name| name == function),
+                format!("{function} not in {names:?}"),
+            ),
+        ];
+        for (wrong, what) in problems {
+            if wrong {
+                return Err(format!("{label} (goroutine {goid}): {what}: {record}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_goroutine_is_named_in_every_toolchain_and_flavour() {
+    if !stdtrace::can_trace("every_goroutine_is_named_in_every_toolchain_and_flavour") {
+        return;
+    }
+    let mut failures = Vec::new();
+    for version in VERSIONS {
+        for flavour in FLAVOURS {
+            if let Err(problem) = check(version, flavour) {
+                failures.push(format!("Go {version} {flavour}: {problem}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A Go binary whose build information is corrupted: the goroutine is not guessed; the event
+/// says why it is unknown, and the stack is still named from the pc-line table.
+#[test]
+fn corrupted_build_information_gives_a_reason_not_a_goroutine() {
+    if !stdtrace::can_trace("corrupted_build_information_gives_a_reason_not_a_goroutine") {
+        return;
+    }
+    let Some((writer, _)) = fixture("1.25.5", "stripped") else {
+        return;
+    };
+    let mut bytes = std::fs::read(&writer).unwrap();
+    let magic = b"\xff Go buildinf:";
+    let at = bytes
+        .windows(magic.len())
+        .position(|window| window == magic)
+        .expect("build information");
+    // The version string's length: now longer than the block.
+    bytes[at + 32] = 0xff;
+    let corrupted = std::env::temp_dir().join(format!("go-badinfo-{}", std::process::id()));
+    std::fs::write(&corrupted, &bytes).unwrap();
+    std::fs::set_permissions(
+        &corrupted,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let mut tracer = stdtrace::command(&["--format", "json", "--", corrupted.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = tracer.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let output = stdtrace::wait_with_timeout(tracer, Duration::from_secs(60));
+    std::fs::remove_file(&corrupted).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let records = stdtrace::json_lines(&output.stdout);
+    let errors: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "write_error")
+        .collect();
+    assert_eq!(errors.len(), 3, "{records:#?}");
+    for record in errors {
+        assert_eq!(record["go"]["goid"], Value::Null, "{record}");
+        let why = record["go"]["unknown"].as_str().unwrap_or_default();
+        assert!(why.contains("build information"), "{record}");
+        assert!(
+            function_names(record)
+                .iter()
+                .any(|name| name.starts_with("main.write")),
+            "{record}"
+        );
+    }
+}
+
+/// A C program that merely contains Go's build-information magic is not taken for Go.
+#[test]
+fn a_c_program_with_the_magic_bytes_is_not_go() {
+    if !stdtrace::can_trace("a_c_program_with_the_magic_bytes_is_not_go") {
+        return;
+    }
+    let fake = fixtures::build_c("writers/fake_go.c", "fake_go", &["-O1", "-g"]);
+    let output = stdtrace::run(&["--format", "json", "--", fake.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let records = stdtrace::json_lines(&output.stdout);
+    let errors: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "write_error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{records:#?}");
+    assert_eq!(errors[0]["go"], Value::Null, "{}", errors[0]);
+    stdtrace::assert_calls(errors[0], "emit_epipe", "main");
+}

