@@ -466,9 +466,10 @@ mod tests {
             record_type: Summary::TYPE,
             duration_ms: 1203,
             stopped: "the command exited",
-            failed_writes: 8,
+            failed_writes: 11,
             reported: 8,
             dropped: 0,
+            repeats: 3,
             totals: vec![Total {
                 pid: 812,
                 comm: "writer".into(),
@@ -499,7 +500,7 @@ mod tests {
             serde_json::to_value(summary).unwrap(),
             json!({
                 "type": "summary", "duration_ms": 1203, "stopped": "the command exited",
-                "failed_writes": 8, "reported": 8, "dropped": 0,
+                "failed_writes": 11, "reported": 8, "dropped": 0, "repeats": 3,
                 "totals": [{"pid": 812, "comm": "writer", "fd": 4, "errno": "EPIPE",
                             "syscall": "write", "failures": 5}],
                 "blocked_writes": 1,
@@ -509,7 +510,8 @@ mod tests {
                 "command": {"pid": 812, "exit_code": 141, "signal": 13},
                 "kernel": {"registers_unreadable": 0, "fd_unreadable": 0, "stack_unreadable": 0,
                            "tally_full": 0, "children_followed": 0, "lifecycle_dropped": 0,
-                           "writes_blocked": 0, "blocked_untracked": 0, "blocked_dropped": 0}
+                           "writes_blocked": 0, "blocked_untracked": 0, "blocked_dropped": 0,
+                           "sites_full": 0}
             })
         );
     }
