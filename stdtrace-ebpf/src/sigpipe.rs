@@ -11,10 +11,7 @@
 //!   receiving thread.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::RawTracePointContext,
 };
 use stdtrace_common::{SigpipeRecord, counter, record_kind};
@@ -49,19 +46,13 @@ fn sigpipe_key(tgid: u32, fd: i32) -> u64 {
 #[inline(always)]
 fn write_fd() -> Option<i32> {
     let regs = user_registers();
-    let scratch = SCRATCH.get_ptr_mut(SCRATCH_SIGNAL)?;
-    let size = config::layout_field!(pt_regs_size).min(32 * 8);
-    // SAFETY: the destination is this CPU's scratch registers, 256 bytes long.
-    let copied = size > 0
-        && unsafe {
-            bpf_probe_read_kernel((*scratch).regs.as_mut_ptr().cast(), size, regs as *const _)
-        } == 0;
-    if !copied {
+    if regs == 0 {
         return None;
     }
     let register = |offset: u32| {
-        // SAFETY: this CPU's scratch value; the index is masked into its array.
-        unsafe { (*scratch).regs[(offset as usize / 8) & 31] }
+        // SAFETY: `regs` is the task's `struct pt_regs` (a BTF pointer the verifier checks the
+        // load against); `offset` is a member's offset from BTF, a constant to it.
+        unsafe { *((regs as *const u8).add(offset as usize) as *const u64) }
     };
     if !is_write_syscall(register(config::layout_field!(pt_regs_orig_ax))) {
         return None;

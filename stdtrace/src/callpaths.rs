@@ -17,7 +17,7 @@ use stdtrace_common::{
     FingerprintKey, Fingerprints, FirstReturn, SiteCount, SiteKey,
 };
 
-use crate::{errno, events::WriteSyscall};
+use crate::{errno, events::WriteSyscall, report::WriteReport};
 
 /// Return addresses are used up to this far above the stack pointer: the kernel reads that
 /// much of the stack in one go to check them.
@@ -137,6 +137,97 @@ pub struct RepeatReport {
 
 impl RepeatReport {
     pub const TYPE: &'static str = "repeats";
+}
+
+/// Which repeats a `repeats` record counts: (pid, fd, errno, syscall, site).
+type RepeatKey = (u32, i32, String, &'static str, u32);
+
+/// The repeats of each call site as reported: the kernel's counts, plus the failures that
+/// reached userspace in full from a path already reported (sent before the kernel was told
+/// the path), so that each call path is reported once whatever the timing.
+#[derive(Default)]
+pub struct Repeats {
+    kernel: HashMap<RepeatKey, RepeatReport>,
+    /// Failures folded here: (count, first, last).
+    folded: HashMap<RepeatKey, (u64, u64, u64)>,
+    folded_total: u64,
+    changed: HashSet<RepeatKey>,
+}
+
+impl Repeats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A failed write from a call path already reported.
+    pub fn fold(&mut self, report: &WriteReport) {
+        let (Some(errno), Some(site)) = (&report.errno, report.site) else {
+            return;
+        };
+        let key = (report.pid, report.fd, errno.clone(), report.syscall, site);
+        let folded = self.folded.entry(key.clone()).or_insert((0, u64::MAX, 0));
+        folded.0 += 1;
+        folded.1 = folded.1.min(report.ts_ns);
+        folded.2 = folded.2.max(report.ts_ns);
+        self.folded_total += 1;
+        self.kernel
+            .entry(key.clone())
+            .or_insert_with(|| RepeatReport {
+                record_type: RepeatReport::TYPE,
+                pid: report.pid,
+                comm: report.comm.clone(),
+                syscall: report.syscall,
+                fd: report.fd,
+                errno: errno.clone(),
+                site,
+                count: 0,
+                first_ts_ns: 0,
+                last_ts_ns: 0,
+            });
+        self.changed.insert(key);
+    }
+
+    /// The kernel's counts that changed.
+    pub fn kernel(&mut self, reports: Vec<RepeatReport>) {
+        for report in reports {
+            let key = (
+                report.pid,
+                report.fd,
+                report.errno.clone(),
+                report.syscall,
+                report.site,
+            );
+            self.changed.insert(key.clone());
+            self.kernel.insert(key, report);
+        }
+    }
+
+    /// How many failures were folded here (not counted by the kernel).
+    pub fn folded_total(&self) -> u64 {
+        self.folded_total
+    }
+
+    /// The records whose counts changed since the last call: the kernel's count plus the
+    /// folded ones, over the earliest and latest of both.
+    pub fn take_changed(&mut self) -> Vec<RepeatReport> {
+        let mut changed: Vec<RepeatReport> = std::mem::take(&mut self.changed)
+            .into_iter()
+            .filter_map(|key| {
+                let mut report = self.kernel.get(&key)?.clone();
+                if let Some(&(count, first, last)) = self.folded.get(&key) {
+                    report.first_ts_ns = match report.first_ts_ns {
+                        0 => first,
+                        kernel => kernel.min(first),
+                    };
+                    report.last_ts_ns = report.last_ts_ns.max(last);
+                    report.count += count;
+                }
+                Some(report)
+            })
+            .collect();
+        changed.sort_by_key(|report| (report.pid, report.fd, report.site));
+        changed
+    }
 }
 
 /// The kernel's maps of call paths and their counts.
@@ -349,6 +440,47 @@ mod tests {
         // A slot below the stack pointer ends the path there.
         let cut = Learned::from_stack(1, 0x10, sp, &[(sp, 1), (sp - 8, 2), (sp + 8, 3)]).unwrap();
         assert!(cut.frames.is_empty());
+    }
+
+    #[test]
+    fn folded_failures_add_to_the_kernel_counts_of_their_site() {
+        let mut repeats = Repeats::new();
+        let mut first = crate::report::samples::report();
+        first.errno = Some("EPIPE".into());
+        first.site = Some(3);
+        first.ts_ns = 100;
+        // Two failures sent in full before the kernel knew the path, one kernel count later.
+        let mut late = first.clone();
+        late.ts_ns = 150;
+        repeats.fold(&late);
+        late.ts_ns = 160;
+        repeats.fold(&late);
+        let changed = repeats.take_changed();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(
+            (changed[0].count, changed[0].first_ts_ns, changed[0].last_ts_ns),
+            (2, 150, 160)
+        );
+        assert!(repeats.take_changed().is_empty(), "told once");
+        let kernel = RepeatReport {
+            count: 5,
+            first_ts_ns: 170,
+            last_ts_ns: 300,
+            ..changed[0].clone()
+        };
+        repeats.kernel(vec![kernel]);
+        let changed = repeats.take_changed();
+        assert_eq!(
+            (changed[0].count, changed[0].first_ts_ns, changed[0].last_ts_ns),
+            (7, 150, 300)
+        );
+        assert_eq!(repeats.folded_total(), 2);
+        // Another fd's repeats of the same path are their own record.
+        let mut other_fd = first.clone();
+        other_fd.fd = 9;
+        repeats.fold(&other_fd);
+        let changed = repeats.take_changed();
+        assert_eq!((changed.len(), changed[0].fd, changed[0].count), (1, 9, 1));
     }
 
     #[test]

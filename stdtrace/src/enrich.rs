@@ -343,6 +343,7 @@ impl Namer {
     pub fn report(&mut self, captured: CapturedWrite) -> WriteReport {
         let (stack, stack_end, return_slots) = self.stack(&captured.event, &captured.image);
         // A failed write's call path gets a site id; the kernel counts its repeats there.
+        let mut repeat = false;
         let site = match (&captured.event.outcome, captured.event.registers) {
             (WriteOutcome::Failed { .. }, Some(registers)) => registers
                 .ip()
@@ -352,6 +353,8 @@ impl Namer {
                     let (site, new) = self.sites.id(&learned);
                     if new {
                         self.learned.push((learned, site));
+                    } else {
+                        repeat = true;
                     }
                     site
                 }),
@@ -389,6 +392,7 @@ impl Namer {
             stack_end,
             go,
             site,
+            repeat,
         }
     }
 

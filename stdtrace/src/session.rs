@@ -24,7 +24,7 @@ use tokio::{
 use crate::{
     blocked::BlockedSlots,
     btf::{self, Btf, RegsLayout},
-    callpaths::{CallPaths, Learned, RepeatReport},
+    callpaths::{CallPaths, Learned, RepeatReport, Repeats},
     cli::{Config, Format, Mode},
     enrich::{Capture, CapturedWrite, Namer},
     errno,
@@ -433,6 +433,7 @@ impl Reporter {
                     closed_flag.store(true, Ordering::Relaxed);
                 };
                 let mut sigpipes = SigpipeTracker::new();
+                let mut repeats = Repeats::new();
                 let tell = |output: &mut Output, told: Vec<SigpipeReport>| {
                     for report in told {
                         if !closed_flag.load(Ordering::Relaxed)
@@ -448,13 +449,18 @@ impl Reporter {
                         ToReporter::Writes(batch) => {
                             for captured in batch {
                                 let report = namer.report(captured);
-                                if report.record_type == WriteReport::WRITE_ERROR {
-                                    reported += 1;
+                                if report.repeat {
+                                    // Sent before the kernel knew its call path.
+                                    repeats.fold(&report);
                                 } else {
-                                    blocked_reported += 1;
-                                }
-                                if open && let Err(err) = output.write_error(&report) {
-                                    failed(err);
+                                    if report.record_type == WriteReport::WRITE_ERROR {
+                                        reported += 1;
+                                    } else {
+                                        blocked_reported += 1;
+                                    }
+                                    if open && let Err(err) = output.write_error(&report) {
+                                        failed(err);
+                                    }
                                 }
                                 tell(&mut output, sigpipes.write(&report));
                             }
@@ -481,20 +487,28 @@ impl Reporter {
                             tell(&mut output, sigpipes.exit(pid, ts_ns, exit_code));
                             let _ = output.flush();
                         }
-                        ToReporter::Repeats(repeats) => {
-                            if open && let Err(err) = output.repeats(&repeats) {
+                        ToReporter::Repeats(counted) => {
+                            repeats.kernel(counted);
+                            if open && let Err(err) = output.repeats(&repeats.take_changed()) {
                                 failed(err);
                             }
                         }
                         ToReporter::Tick => {
+                            if open && let Err(err) = output.repeats(&repeats.take_changed()) {
+                                failed(err);
+                            }
                             tell(&mut output, sigpipes.tick());
                             if open && let Err(err) = output.tick() {
                                 failed(err);
                             }
                         }
                         ToReporter::Finish(mut summary, sigpipe_counts) => {
+                            if open && let Err(err) = output.repeats(&repeats.take_changed()) {
+                                failed(err);
+                            }
                             tell(&mut output, sigpipes.tick());
                             summary.reported = reported;
+                            summary.repeats += repeats.folded_total();
                             summary.blocked_writes = blocked_reported;
                             summary.sigpipes = sigpipes.summary(&sigpipe_counts);
                             if open && let Err(err) = output.summary(&summary) {

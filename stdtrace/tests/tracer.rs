@@ -100,9 +100,13 @@ fn check_failed_writes(
         .copied()
         .filter(|r| r["errno"] == "EAGAIN")
         .collect();
-    assert_eq!(epipe.len(), EPIPES, "EPIPE events: {errors:#?}");
-    assert_eq!(eagain.len(), EAGAINS, "EAGAIN events: {errors:#?}");
-    assert_eq!(errors.len(), EPIPES + EAGAINS);
+    // Each phase fails at one call path: its first failure is reported in full, the rest are
+    // counted as repeats of its site.
+    assert_eq!(epipe.len(), 1, "EPIPE events: {errors:#?}");
+    assert_eq!(eagain.len(), 1, "EAGAIN events: {errors:#?}");
+    assert_eq!(errors.len(), 2);
+    assert_repeats(records, epipe[0], EPIPES as u64 - 1);
+    assert_repeats(records, eagain[0], EAGAINS as u64 - 1);
     for record in &epipe {
         assert_eq!(record["fd"], fixture.epipe_fd, "{record}");
         assert_eq!(record["syscall"], "write");
@@ -169,6 +173,35 @@ fn check_failed_writes(
     assert_eq!(summary["dropped"], 0);
 }
 
+/// The failures repeated at `first`'s call site (its pid, fd, errno and site), as the last
+/// `repeats` record for it says, are `expected`.
+fn assert_repeats(records: &[Value], first: &Value, expected: u64) {
+    let site = first["site"].as_u64().expect("a write_error has a site");
+    let repeats: Vec<&Value> = records
+        .iter()
+        .filter(|record| {
+            record["type"] == "repeats"
+                && record["pid"] == first["pid"]
+                && record["fd"] == first["fd"]
+                && record["errno"] == first["errno"]
+                && record["site"] == site
+        })
+        .collect();
+    let counted = repeats
+        .last()
+        .map_or(0, |record| record["count"].as_u64().unwrap());
+    assert_eq!(counted, expected, "repeats of {first}: {repeats:#?}");
+    if let Some(last) = repeats.last() {
+        let first_ts = last["first_ts_ns"].as_u64().unwrap();
+        let last_ts = last["last_ts_ns"].as_u64().unwrap();
+        let reported_ts = first["ts_ns"].as_u64().unwrap();
+        assert!(
+            reported_ts <= first_ts && first_ts <= last_ts,
+            "repeat times {first_ts}..{last_ts} after the first at {reported_ts}"
+        );
+    }
+}
+
 const C_CALLERS: ([&str; 2], [&str; 2]) = (
     ["emit_epipe", "run_epipe_phase"],
     ["emit_eagain", "run_eagain_phase"],
@@ -198,7 +231,8 @@ fn launch_held(writer: &std::path::Path) -> (Vec<Value>, Announced, Option<i32>)
     let fixture = announced(&line, "failing_writes:");
     let mut stdin = tracer.stdin.take().unwrap();
     stdin.write_all(b"go\n").unwrap();
-    stdout.wait_for_count(EPIPES + EAGAINS, Duration::from_secs(20), |line| {
+    // One report per call path.
+    stdout.wait_for_count(2, Duration::from_secs(20), |line| {
         stdtrace::is_write_error_of(line, fixture.pid)
     });
     stdin.write_all(b"exit\n").unwrap();
@@ -217,7 +251,8 @@ fn launch_and_check(frame_pointers: bool) {
     assert_eq!(summary["command"]["pid"], fixture.pid);
     assert_eq!(summary["command"]["exit_code"], 0);
     assert_eq!(summary["failed_writes"], (EPIPES + EAGAINS) as u64);
-    assert_eq!(summary["reported"], (EPIPES + EAGAINS) as u64);
+    assert_eq!(summary["reported"], 2);
+    assert_eq!(summary["repeats"], (EPIPES + EAGAINS - 2) as u64);
     assert_eq!(summary["stopped"], "the command exited");
 }
 
@@ -272,8 +307,14 @@ fn launch_rust_writer() {
     let fixture = announced(&stderr, "rust_writer:");
     let records = json_lines(&output.stdout);
     let errors = write_errors(&records, fixture.pid);
-    assert_eq!(errors.len(), EPIPES + EAGAINS);
+    assert_eq!(errors.len(), 2, "one per call path: {errors:#?}");
     for record in &errors {
+        let expected = if record["errno"] == "EPIPE" {
+            EPIPES
+        } else {
+            EAGAINS
+        };
+        assert_repeats(&records, record, expected as u64 - 1);
         let (callee, caller) = if record["errno"] == "EPIPE" {
             ("rust_writer::emit_epipe", "rust_writer::run_epipe_phase")
         } else {
@@ -323,7 +364,8 @@ fn attach_to_a_running_c_writer() {
     let mut stdout = stdtrace::Lines::new(tracer.stdout.take().unwrap());
     let mut stdin = fixture.stdin.take().unwrap();
     stdin.write_all(b"go\n").unwrap();
-    stdout.wait_for_count(EPIPES + EAGAINS, Duration::from_secs(20), |line| {
+    // One report per call path.
+    stdout.wait_for_count(2, Duration::from_secs(20), |line| {
         stdtrace::is_write_error_of(line, announced_fixture.pid)
     });
     // Released a second time, it exits; stdtrace then ends by itself.
@@ -375,7 +417,8 @@ fn node_wide_sees_a_writer_it_did_not_start() {
     let announced_fixture = announced(&line, "failing_writes:");
     let mut stdin = fixture.stdin.take().unwrap();
     stdin.write_all(b"go\n").unwrap();
-    stdout.wait_for_count(EPIPES + EAGAINS, Duration::from_secs(20), |line| {
+    // One report per call path.
+    stdout.wait_for_count(2, Duration::from_secs(20), |line| {
         stdtrace::is_write_error_of(line, announced_fixture.pid)
     });
     stdin.write_all(b"exit\n").unwrap();
@@ -445,7 +488,12 @@ fn children_of_a_launched_command_are_followed() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let fixture = announced(&stderr, "failing_writes:");
     let records = json_lines(&output.stdout);
-    assert_eq!(write_errors(&records, fixture.pid).len(), 3, "{records:#?}");
+    // Two EPIPE failures at one call path, one EAGAIN at another.
+    let errors = write_errors(&records, fixture.pid);
+    assert_eq!(errors.len(), 2, "{records:#?}");
+    let epipe = errors.iter().find(|r| r["errno"] == "EPIPE").unwrap();
+    assert_repeats(&records, epipe, 1);
+    assert_eq!(records.last().unwrap()["failed_writes"], 3);
     assert!(
         records.last().unwrap()["kernel"]["children_followed"]
             .as_u64()
@@ -475,8 +523,11 @@ fn errno_list_selects_what_is_reported() {
     let fixture = announced(&stderr, "failing_writes:");
     let records = json_lines(&output.stdout);
     let errors = write_errors(&records, fixture.pid);
-    assert_eq!(errors.len(), 4);
-    assert!(errors.iter().all(|record| record["errno"] == "EPIPE"));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0]["errno"], "EPIPE");
+    assert_repeats(&records, errors[0], 3);
+    assert!(records.iter().all(|record| record["errno"] != "EAGAIN"));
+    assert_eq!(records.last().unwrap()["failed_writes"], 4);
 }
 
 #[test]
@@ -564,12 +615,16 @@ fn the_demonstration_tells_its_story() {
         .iter()
         .filter(|r| r["type"] == "write_error")
         .collect();
-    assert_eq!(errors.len(), 5, "{records:#?}");
-    for record in &errors[..3] {
+    // Three lines lost and two metrics dropped, each at one call path: the first of each is
+    // reported, the others counted as its repeats.
+    assert_eq!(errors.len(), 2, "{records:#?}");
+    assert_repeats(&records, errors[0], 2);
+    assert_repeats(&records, errors[1], 1);
+    for record in &errors[..1] {
         assert_eq!(record["errno"], "EPIPE");
         assert_calls(record, "ship_log_line", "main");
     }
-    for record in &errors[3..] {
+    for record in &errors[1..] {
         assert_eq!(record["errno"], "EAGAIN");
         assert_calls(record, "publish_metric", "main");
         let readers = record["target"]["readers"].as_array().unwrap();

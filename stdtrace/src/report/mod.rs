@@ -112,6 +112,10 @@ pub struct WriteReport {
     /// counted in the kernel and reported as `repeats` of this site.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<u32>,
+    /// Its call path was reported before: sent in full only because the kernel had not been
+    /// told the path yet. It is counted with the site's repeats, not printed again.
+    #[serde(skip)]
+    pub repeat: bool,
 }
 
 impl WriteReport {
@@ -361,6 +365,7 @@ pub(crate) mod samples {
             stack_end: Some("reached the outermost frame".into()),
             go: None,
             site: None,
+            repeat: false,
         }
     }
 }
@@ -420,6 +425,7 @@ mod tests {
             stack_end: None,
             go: None,
             site: None,
+            repeat: false,
         }
     }
 
