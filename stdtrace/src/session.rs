@@ -273,7 +273,7 @@ pub async fn run(config: Config) -> Result<i32> {
             _ = ticker.tick() => {
                 session.drain(ring.get_mut());
                 session.ticks += 1;
-                if session.ticks % REPEATS_EVERY_TICKS == 0 {
+                if session.ticks.is_multiple_of(REPEATS_EVERY_TICKS) {
                     session.report_repeats();
                 }
                 session.report_stuck();
@@ -392,11 +392,11 @@ enum ToReporter {
     },
     /// Periodic work (text output says how often stacks repeated).
     Tick,
-    /// Print the summary (its `reported` count filled in) and stop.
     /// Counts of repeated failures that changed.
     Repeats(Vec<RepeatReport>),
-    /// The summary, and the kernel's exact count of SIGPIPEs per (process, fd).
-    Finish(Summary, HashMap<(u32, i32), u64>),
+    /// Print the summary (its `reported` count filled in) and stop; with it, the kernel's
+    /// exact count of SIGPIPEs per (process, fd).
+    Finish(Box<Summary>, HashMap<(u32, i32), u64>),
 }
 
 /// The thread that names stacks and writes reports, so that slow symbolization never delays
@@ -541,7 +541,7 @@ impl Reporter {
 
     /// Prints the summary and waits for every report before it to be written.
     fn finish(&mut self, summary: Summary, sigpipe_counts: HashMap<(u32, i32), u64>) {
-        self.send(ToReporter::Finish(summary, sigpipe_counts));
+        self.send(ToReporter::Finish(Box::new(summary), sigpipe_counts));
         self.sender = None;
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
