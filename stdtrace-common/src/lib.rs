@@ -82,6 +82,10 @@ pub mod blocked_state {
 /// EAGAIN: a successful write looks further only when its process's flag is set.
 pub const PARKED_PROCESS_SLOTS: u32 = 4096;
 
+/// The slot of `PARKED_PROCESSES` (after the per-process ones) set while any goroutine of any
+/// process may be parked: successful writes check it before anything else.
+pub const PARKED_ANY_SLOT: u32 = PARKED_PROCESS_SLOTS;
+
 /// Key of a goroutine parked in Go's netpoller after its write got EAGAIN.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -39,7 +39,7 @@ pub static PARKED: LruHashMap<ParkedKey, ParkedWrite> = LruHashMap::with_max_ent
 
 /// Parked goroutines per process slot (tgid modulo the size).
 #[map]
-pub static PARKED_PROCESSES: Array<u64> = Array::with_max_entries(PARKED_PROCESS_SLOTS, 0);
+pub static PARKED_PROCESSES: Array<u64> = Array::with_max_entries(PARKED_PROCESS_SLOTS + 1, 0);
 
 /// The last reader of each pipe that lost it (pipe inode -> who, how, when).
 #[map]

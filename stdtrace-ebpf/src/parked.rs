@@ -4,7 +4,9 @@
 //! successful write on that fd is where it ends.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use stdtrace_common::{Goroutine, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, go_flags};
+use stdtrace_common::{
+    Goroutine, PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, go_flags,
+};
 
 use crate::maps::{PARKED, PARKED_PROCESSES};
 
@@ -36,7 +38,19 @@ pub fn record(tgid: u32, tid: u32, fd: i32, syscall: u32, goroutine: &Goroutine)
         // SAFETY: a pointer into the array's value memory. A plain store: every CPU stores
         // the same value; userspace clears slots whose goroutines are all gone.
         unsafe { *flag = 1 };
+        if let Some(any) = PARKED_PROCESSES.get_ptr_mut(PARKED_ANY_SLOT) {
+            // SAFETY: as above.
+            unsafe { *any = 1 };
+        }
     }
+}
+
+/// Whether any goroutine of any process may be parked: one inlined array lookup.
+#[inline(always)]
+pub fn any() -> bool {
+    PARKED_PROCESSES
+        .get(PARKED_ANY_SLOT)
+        .is_some_and(|flag| *flag != 0)
 }
 
 /// Whether a goroutine of this process (or of one sharing its slot) may be parked: an inlined

@@ -87,6 +87,8 @@ pub fn on_write_exit(ctx: &TracePointContext, syscall: u32) {
 /// A write-family syscall of the current task returned `ret`.
 #[inline(always)]
 fn on_write_return(syscall: u32, ret: i64) {
+    // (The record's `common_pid` would spare this helper call, but the verifier refuses reads
+    // of a tracepoint record's first 8 bytes.)
     let pid_tgid = bpf_get_current_pid_tgid();
     // Did this write block? An array lookup (inlined by the verifier) and a compare: writes
     // that did not block pay next to nothing for slow and stuck write detection.
@@ -94,9 +96,9 @@ fn on_write_return(syscall: u32, ret: i64) {
         finish_blocked(slot, syscall, ret, pid_tgid);
     }
     if ret >= 0 {
-        // A goroutine parked after EAGAIN that writes again: only for processes with parked
-        // goroutines, an inlined array lookup away.
-        if parked::any_in((pid_tgid >> 32) as u32) {
+        // A goroutine parked after EAGAIN that writes again: only while some goroutine may be
+        // parked, and then only for processes with parked goroutines, inlined array lookups.
+        if parked::any() && parked::any_in((pid_tgid >> 32) as u32) {
             resume_parked(syscall, ret, pid_tgid);
         }
         return;

@@ -458,7 +458,11 @@ mod tests {
         let changed = repeats.take_changed();
         assert_eq!(changed.len(), 1);
         assert_eq!(
-            (changed[0].count, changed[0].first_ts_ns, changed[0].last_ts_ns),
+            (
+                changed[0].count,
+                changed[0].first_ts_ns,
+                changed[0].last_ts_ns
+            ),
             (2, 150, 160)
         );
         assert!(repeats.take_changed().is_empty(), "told once");
@@ -471,7 +475,11 @@ mod tests {
         repeats.kernel(vec![kernel]);
         let changed = repeats.take_changed();
         assert_eq!(
-            (changed[0].count, changed[0].first_ts_ns, changed[0].last_ts_ns),
+            (
+                changed[0].count,
+                changed[0].first_ts_ns,
+                changed[0].last_ts_ns
+            ),
             (7, 150, 300)
         );
         assert_eq!(repeats.folded_total(), 2);

@@ -323,11 +323,22 @@ pub struct Namer {
     sites: SiteIds,
     /// Call paths met for the first time, for the kernel to count from now on.
     learned: Vec<(Learned, u32)>,
+    /// Where call paths go as soon as they are met, when set (else to `learned`).
+    learned_tx: Option<std::sync::mpsc::Sender<Vec<(Learned, u32)>>>,
 }
 
 impl Namer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A namer that sends each new call path to `learned_tx` as soon as its stack is unwound,
+    /// before its frames are named: the kernel counts its repeats from then on.
+    pub fn with_learned(learned_tx: std::sync::mpsc::Sender<Vec<(Learned, u32)>>) -> Self {
+        Self {
+            learned_tx: Some(learned_tx),
+            ..Self::default()
+        }
     }
 
     /// Call paths met for the first time since the last call.
@@ -341,25 +352,11 @@ impl Namer {
     }
 
     pub fn report(&mut self, captured: CapturedWrite) -> WriteReport {
-        let (stack, stack_end, return_slots) = self.stack(&captured.event, &captured.image);
         // A failed write's call path gets a site id; the kernel counts its repeats there.
-        let mut repeat = false;
-        let site = match (&captured.event.outcome, captured.event.registers) {
-            (WriteOutcome::Failed { .. }, Some(registers)) => registers
-                .ip()
-                .zip(registers.sp())
-                .and_then(|(ip, sp)| Learned::from_stack(captured.event.pid, ip, sp, &return_slots))
-                .map(|learned| {
-                    let (site, new) = self.sites.id(&learned);
-                    if new {
-                        self.learned.push((learned, site));
-                    } else {
-                        repeat = true;
-                    }
-                    site
-                }),
-            _ => None,
-        };
+        let failed = matches!(captured.event.outcome, WriteOutcome::Failed { .. });
+        let (stack, stack_end, site) = self.stack(&captured.event, &captured.image, failed);
+        let repeat = site.is_some_and(|(_, new)| !new);
+        let site = site.map(|(site, _)| site);
         let go = captured
             .go
             .as_deref()
@@ -471,16 +468,19 @@ impl Namer {
     }
 
     /// The named frames, why they end early, and the return slots of the walk.
+    /// The named stack, why it ends early, and for a failed write its call path's site id
+    /// (and whether the path is new).
     fn stack(
         &mut self,
         event: &WriteEvent,
         image: &ProcessImage,
-    ) -> (Vec<FrameReport>, Option<String>, Vec<(u64, u64)>) {
+        failed: bool,
+    ) -> (Vec<FrameReport>, Option<String>, Option<(u32, bool)>) {
         let Some(saved) = event.registers else {
             return (
                 Vec::new(),
                 Some("the kernel could not read the thread's registers".into()),
-                Vec::new(),
+                None,
             );
         };
         let (maps, objects) = match image {
@@ -491,20 +491,44 @@ impl Namer {
                     .map(|ip| unnamed_frame(ip, why))
                     .into_iter()
                     .collect();
-                return (frames, Some(why.clone()), Vec::new());
+                return (frames, Some(why.clone()), None);
             }
         };
+        let Self {
+            symbolizer,
+            sites,
+            learned,
+            learned_tx,
+        } = self;
         if !objects.is_empty() {
-            self.symbolizer.adopt(event.pid, maps, objects);
+            symbolizer.adopt(event.pid, maps, objects);
         }
         let registers = UserRegisters { values: saved.0 };
         let copy = StackCopy {
             base: event.stack.base,
             bytes: &event.stack.bytes,
         };
-        let stack = self.symbolizer.stack(event.pid, maps, &registers, &copy);
+        let ip_sp = saved.ip().zip(saved.sp()).filter(|_| failed);
+        let mut site = None;
+        let stack = symbolizer.stack_with(event.pid, maps, &registers, &copy, |slots| {
+            let Some(path) =
+                ip_sp.and_then(|(ip, sp)| Learned::from_stack(event.pid, ip, sp, slots))
+            else {
+                return;
+            };
+            let (id, new) = sites.id(&path);
+            if new {
+                match learned_tx {
+                    Some(tx) => {
+                        let _ = tx.send(vec![(path, id)]);
+                    }
+                    None => learned.push((path, id)),
+                }
+            }
+            site = Some((id, new));
+        });
         let frames = stack.frames.iter().map(frame_report).collect();
-        (frames, stack.end.describe_if_early(), stack.return_slots)
+        (frames, stack.end.describe_if_early(), site)
     }
 }
 

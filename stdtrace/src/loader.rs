@@ -166,6 +166,9 @@ impl Floor {
 pub struct Tracer {
     ebpf: Ebpf,
     hook: Hook,
+    /// Whether `sys_enter_close` is attached: only once a reader is watched, because any
+    /// `sys_enter_*` tracepoint puts every syscall of every task through the tracepoint path.
+    close_attached: bool,
 }
 
 impl Tracer {
@@ -173,7 +176,11 @@ impl Tracer {
     /// yet.
     pub fn load(config: &TracerConfig, ring_bytes: u32, hook: Hook) -> Result<Self, LoadError> {
         let ebpf = load_object(config, ring_bytes)?;
-        let mut tracer = Tracer { ebpf, hook };
+        let mut tracer = Tracer {
+            ebpf,
+            hook,
+            close_attached: false,
+        };
         let write_programs = match hook {
             Hook::Tracepoint => WRITE_TRACEPOINTS.map(|(program, _)| program).to_vec(),
             Hook::Raw => Vec::new(),
@@ -235,10 +242,7 @@ impl Tracer {
             Hook::Tracepoint => WRITE_TRACEPOINTS.to_vec(),
             Hook::Raw => Vec::new(),
         };
-        for (program, tracepoint) in write_tracepoints
-            .into_iter()
-            .chain([(CLOSE_TRACEPOINT, CLOSE_TRACEPOINT)])
-        {
+        for (program, tracepoint) in write_tracepoints {
             self.tracepoint(program)?
                 .attach("syscalls", tracepoint)
                 .map_err(|source| LoadError::Attach {
@@ -246,6 +250,22 @@ impl Tracer {
                     source,
                 })?;
         }
+        Ok(())
+    }
+
+    /// Attaches the program that sees watched readers close their pipes, the first time one is
+    /// watched.
+    pub fn attach_close(&mut self) -> Result<(), LoadError> {
+        if self.close_attached {
+            return Ok(());
+        }
+        self.tracepoint(CLOSE_TRACEPOINT)?
+            .attach("syscalls", CLOSE_TRACEPOINT)
+            .map_err(|source| LoadError::Attach {
+                what: format!("tracepoint syscalls/{CLOSE_TRACEPOINT}"),
+                source,
+            })?;
+        self.close_attached = true;
         Ok(())
     }
 

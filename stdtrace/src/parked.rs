@@ -11,7 +11,9 @@
 use std::collections::BTreeSet;
 
 use aya::maps::{Array, HashMap, MapData};
-use stdtrace_common::{Goroutine, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, go_flags};
+use stdtrace_common::{
+    Goroutine, PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, go_flags,
+};
 
 use crate::{
     events::{ByteCount, SavedRegisters, WriteEvent, WriteOutcome, WriteSyscall},
@@ -84,6 +86,9 @@ impl ParkedGoroutines {
                 );
             }
         }
+        if !occupied.is_empty() {
+            occupied.insert(PARKED_ANY_SLOT);
+        }
         self.clear_flags(&occupied);
         events
     }
@@ -91,7 +96,7 @@ impl ParkedGoroutines {
     /// Clears the flags of process slots with no parked goroutine at this check and the one
     /// before (a goroutine that parks between the two is seen by the second).
     fn clear_flags(&mut self, occupied: &BTreeSet<u32>) {
-        let empty: BTreeSet<u32> = (0..PARKED_PROCESS_SLOTS)
+        let empty: BTreeSet<u32> = (0..=PARKED_ANY_SLOT)
             .filter(|slot| !occupied.contains(slot))
             .filter(|slot| self.flags.get(slot, 0).is_ok_and(|flag| flag != 0))
             .collect();

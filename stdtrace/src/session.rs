@@ -49,6 +49,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// Records read from the ring buffer per wake-up, at most.
 const DRAIN_LIMIT: usize = 4096;
 
+/// Write events captured and handed to the reporter together, at most.
+const BATCH_LIMIT: usize = 32;
+
 /// Counts of repeated failures are read from the kernel every this many ticks (once a second).
 const REPEATS_EVERY_TICKS: u64 = 4;
 
@@ -410,7 +413,7 @@ struct Reporter {
 
 /// Batches the reporter may fall behind by before capture waits for it (and the ring buffer,
 /// not memory, absorbs the excess: its drops are counted).
-const REPORTER_BACKLOG: usize = 256;
+const REPORTER_BACKLOG: usize = 16;
 
 impl Reporter {
     fn spawn(
@@ -423,7 +426,7 @@ impl Reporter {
         let thread = std::thread::Builder::new()
             .name("stdtrace-report".to_owned())
             .spawn(move || {
-                let mut namer = Namer::new();
+                let mut namer = Namer::with_learned(learned);
                 let mut reported = 0u64;
                 let mut blocked_reported = 0u64;
                 let failed = |err: io::Error| {
@@ -463,10 +466,6 @@ impl Reporter {
                                     }
                                 }
                                 tell(&mut output, sigpipes.write(&report));
-                            }
-                            let met = namer.take_learned();
-                            if !met.is_empty() {
-                                let _ = learned.send(met);
                             }
                             if !closed_flag.load(Ordering::Relaxed)
                                 && let Err(err) = output.flush()
@@ -618,6 +617,12 @@ impl Session {
                 Ok(Record::Write(event)) => {
                     self.comms.insert(event.pid, event.comm.clone());
                     batch.push(*event);
+                    // Small batches: the first failure of a call path is named, and its path
+                    // handed back to the kernel, while a storm's next failures are still
+                    // coming; and the events in flight (16 KiB of stack each) stay few.
+                    if batch.len() >= BATCH_LIMIT {
+                        self.capture_and_report(std::mem::take(&mut batch));
+                    }
                 }
                 Ok(Record::Exec { pid, comm, .. }) => {
                     self.comms.insert(pid, comm);

@@ -83,6 +83,12 @@ impl PipeInspector for Tracer {
     }
 
     fn watch_readers(&mut self, pids: &[u32]) {
+        if pids.is_empty() {
+            return;
+        }
+        if let Err(err) = self.attach_close() {
+            log::warn!("readers' closes will not be seen: {err}");
+        }
         for &pid in pids {
             if let Err(err) = self.watch_reader(pid) {
                 log::debug!("watching reader {pid}: {err:#}");

@@ -177,14 +177,32 @@ impl Symbolizer {
         regs: &UserRegisters,
         stack: &StackCopy<'_>,
     ) -> Stack {
+        self.stack_with(pid, maps, regs, stack, |_| {})
+    }
+
+    /// [`Self::stack`], calling `unwound` with the return-address slots (`(stack address,
+    /// return address)`, innermost first) as soon as the stack is unwound, before any frame is
+    /// named (naming may have debug info to load first).
+    pub fn stack_with(
+        &mut self,
+        pid: u32,
+        maps: &ProcessMaps,
+        regs: &UserRegisters,
+        stack: &StackCopy<'_>,
+        unwound: impl FnOnce(&[(u64, u64)]),
+    ) -> Stack {
         self.objects.trim();
         let mut walk = Walk::new(self, pid, maps);
-        let (unwound, end) = unwind::unwind(regs, stack, &mut walk);
-        let frames = unwound.iter().flat_map(|frame| walk.name(frame)).collect();
-        let return_slots = unwound
+        let (frames_unwound, end) = unwind::unwind(regs, stack, &mut walk);
+        let return_slots: Vec<(u64, u64)> = frames_unwound
             .iter()
             .skip(1)
             .map_while(|frame| Some((frame.slot?, frame.address)))
+            .collect();
+        unwound(&return_slots);
+        let frames = frames_unwound
+            .iter()
+            .flat_map(|frame| walk.name(frame))
             .collect();
         Stack {
             frames,
