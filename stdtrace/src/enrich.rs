@@ -317,33 +317,22 @@ impl Capture {
 }
 
 /// The second stage: unwind and name the stack, and assemble the report.
-#[derive(Default)]
 pub struct Namer {
     symbolizer: Symbolizer,
     sites: SiteIds,
-    /// Call paths met for the first time, for the kernel to count from now on.
-    learned: Vec<(Learned, u32)>,
-    /// Where call paths go as soon as they are met, when set (else to `learned`).
-    learned_tx: Option<std::sync::mpsc::Sender<Vec<(Learned, u32)>>>,
+    /// Where call paths met for the first time go, for the kernel to count from then on.
+    learned: std::sync::mpsc::Sender<Vec<(Learned, u32)>>,
 }
 
 impl Namer {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A namer that sends each new call path to `learned_tx` as soon as its stack is unwound,
+    /// A namer that sends each new call path to `learned` as soon as its stack is unwound,
     /// before its frames are named: the kernel counts its repeats from then on.
-    pub fn with_learned(learned_tx: std::sync::mpsc::Sender<Vec<(Learned, u32)>>) -> Self {
+    pub fn new(learned: std::sync::mpsc::Sender<Vec<(Learned, u32)>>) -> Self {
         Self {
-            learned_tx: Some(learned_tx),
-            ..Self::default()
+            symbolizer: Symbolizer::default(),
+            sites: SiteIds::default(),
+            learned,
         }
-    }
-
-    /// Call paths met for the first time since the last call.
-    pub fn take_learned(&mut self) -> Vec<(Learned, u32)> {
-        std::mem::take(&mut self.learned)
     }
 
     /// Forgets a process's call paths (its pid may be reused).
@@ -498,7 +487,6 @@ impl Namer {
             symbolizer,
             sites,
             learned,
-            learned_tx,
         } = self;
         if !objects.is_empty() {
             symbolizer.adopt(event.pid, maps, objects);
@@ -518,12 +506,8 @@ impl Namer {
             };
             let (id, new) = sites.id(&path);
             if new {
-                match learned_tx {
-                    Some(tx) => {
-                        let _ = tx.send(vec![(path, id)]);
-                    }
-                    None => learned.push((path, id)),
-                }
+                // The session may be gone at the end: nothing is left to count then.
+                let _ = learned.send(vec![(path, id)]);
             }
             site = Some((id, new));
         });

@@ -426,7 +426,7 @@ impl Reporter {
         let thread = std::thread::Builder::new()
             .name("stdtrace-report".to_owned())
             .spawn(move || {
-                let mut namer = Namer::with_learned(learned);
+                let mut namer = Namer::new(learned);
                 let mut reported = 0u64;
                 let mut blocked_reported = 0u64;
                 let failed = |err: io::Error| {
