@@ -80,13 +80,11 @@ pub static SIGPIPE_WRITER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0
 /// Bytes of the user stack a call-site check reads at most.
 pub const SCRATCH_STACK_BYTES: usize = 4096;
 
-/// Per-CPU room for the saved registers and the top of the user stack, read in one go each
-/// (bigger than a program's stack; one read of a few hundred bytes costs less than a few
-/// 8-byte reads), and what the last event on this CPU looked up, which the next one, in an
+/// Per-CPU room for the top of the user stack, read in one go (bigger than a program's stack;
+/// one read of a few hundred bytes costs less than a few 8-byte reads), and what the last event on this CPU looked up, which the next one, in an
 /// error storm, is most likely to look up again.
 #[repr(C)]
 pub struct Scratch {
-    pub regs: [u64; 32],
     pub stack: [u8; SCRATCH_STACK_BYTES],
     /// The last (process, pc) found in `CALL_SITES`, under `CALL_SITES_GENERATION`
     /// `site_generation`, and its entry.

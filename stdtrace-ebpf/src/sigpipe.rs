@@ -22,7 +22,7 @@ use crate::{
         EVENTS, SCRATCH, SCRATCH_SIGNAL, SIGPIPE_COUNTS, SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING,
         SIGPIPE_SEEN, SIGPIPE_WRITER, bump, is_target,
     },
-    write_exit::user_registers,
+    write_exit::{user_register, user_registers},
 };
 
 const SIGPIPE: u64 = 13;
@@ -49,11 +49,7 @@ fn write_fd() -> Option<i32> {
     if regs == 0 {
         return None;
     }
-    let register = |offset: u32| {
-        // SAFETY: `regs` is the task's `struct pt_regs` (a BTF pointer the verifier checks the
-        // load against); `offset` is a member's offset from BTF, a constant to it.
-        unsafe { *((regs as *const u8).add(offset as usize) as *const u64) }
-    };
+    let register = |offset: u32| user_register(regs, offset);
     if !is_write_syscall(register(config::layout_field!(pt_regs_orig_ax))) {
         return None;
     }

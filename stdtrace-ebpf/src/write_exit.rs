@@ -170,11 +170,7 @@ fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
     };
     // The saved registers, loaded directly through the trusted pointer the kernel gives.
     let have_regs = regs != 0;
-    let register = |offset: u32| {
-        // SAFETY: `regs` is the task's `struct pt_regs` (a BTF pointer the verifier checks
-        // the load against); `offset` is a member's offset from BTF, a constant to it.
-        unsafe { *((regs as *const u8).add(offset as usize) as *const u64) }
-    };
+    let register = |offset: u32| user_register(regs, offset);
     let fd = if have_regs {
         register(config::layout_field!(pt_regs_di)) as u32 as i32
     } else {
@@ -281,6 +277,15 @@ pub fn user_registers() -> u64 {
     // SAFETY: plain helper calls; bpf_task_pt_regs takes the trusted task pointer the other
     // helper returns and gives the address of its saved user registers.
     unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+}
+
+/// The saved user register at `offset` (a `struct pt_regs` member's offset, from BTF) of
+/// `regs`, the non-null address [`user_registers`] gave, loaded directly.
+#[inline(always)]
+pub fn user_register(regs: u64, offset: u32) -> u64 {
+    // SAFETY: `regs` is the task's `struct pt_regs` (a BTF pointer the verifier checks the load
+    // against); `offset` is a member's offset from BTF, a constant to it.
+    unsafe { *((regs as *const u8).add(offset as usize) as *const u64) }
 }
 
 /// The syscall's fd argument, from the saved registers.

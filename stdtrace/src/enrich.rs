@@ -456,7 +456,6 @@ impl Namer {
         report
     }
 
-    /// The named frames, why they end early, and the return slots of the walk.
     /// The named stack, why it ends early, and for a failed write its call path's site id
     /// (and whether the path is new).
     fn stack(

@@ -243,13 +243,23 @@ impl Tracer {
             Hook::Raw => Vec::new(),
         };
         for (program, tracepoint) in write_tracepoints {
-            self.tracepoint(program)?
-                .attach("syscalls", tracepoint)
-                .map_err(|source| LoadError::Attach {
-                    what: format!("tracepoint syscalls/{tracepoint}"),
-                    source,
-                })?;
+            self.attach_syscall_tracepoint(program, tracepoint)?;
         }
+        Ok(())
+    }
+
+    /// Attaches `program` to the tracepoint `syscalls:<tracepoint>`.
+    fn attach_syscall_tracepoint(
+        &mut self,
+        program: &'static str,
+        tracepoint: &str,
+    ) -> Result<(), LoadError> {
+        self.tracepoint(program)?
+            .attach("syscalls", tracepoint)
+            .map_err(|source| LoadError::Attach {
+                what: format!("tracepoint syscalls/{tracepoint}"),
+                source,
+            })?;
         Ok(())
     }
 
@@ -259,12 +269,7 @@ impl Tracer {
         if self.close_attached {
             return Ok(());
         }
-        self.tracepoint(CLOSE_TRACEPOINT)?
-            .attach("syscalls", CLOSE_TRACEPOINT)
-            .map_err(|source| LoadError::Attach {
-                what: format!("tracepoint syscalls/{CLOSE_TRACEPOINT}"),
-                source,
-            })?;
+        self.attach_syscall_tracepoint(CLOSE_TRACEPOINT, CLOSE_TRACEPOINT)?;
         self.close_attached = true;
         Ok(())
     }

@@ -339,17 +339,19 @@ fn run_loop(paths: &Paths, cpu: i64, mode: &str, count: u64) -> Result<(f64, u64
     if !out.status.success() {
         bail!("write_loop {mode} {count}: {} {text}", out.status);
     }
-    let field = |key: &str| {
-        text.split_whitespace()
-            .find_map(|word| word.strip_prefix(&format!("{key}=")))
-            .and_then(|value| value.parse::<f64>().ok())
-            .with_context(|| format!("no {key}= in {text:?}"))
-    };
     Ok((
-        field("ns_per_op")?,
-        field("ops")? as u64,
-        field("failed")? as u64,
+        loop_field(&text, "ns_per_op")?,
+        loop_field(&text, "ops")? as u64,
+        loop_field(&text, "failed")? as u64,
     ))
+}
+
+/// A figure of the write loop's line (`ns_per_op=143.21 ops=2000000 failed=0`).
+fn loop_field(text: &str, key: &str) -> Result<f64> {
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|value| value.parse::<f64>().ok())
+        .with_context(|| format!("no {key}= in {text:?}"))
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -477,12 +479,7 @@ fn storm(paths: &Paths, scale: Scale) -> Result<Value> {
         if !out.status.success() {
             bail!("a storm writer failed: {:?}", out.status);
         }
-        let text = String::from_utf8_lossy(&out.stdout);
-        writers_failed += text
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("failed="))
-            .and_then(|value| value.parse::<u64>().ok())
-            .context("a storm writer's count")?;
+        writers_failed += loop_field(&String::from_utf8_lossy(&out.stdout), "failed")? as u64;
     }
     let storm_seconds = started.elapsed().as_secs_f64();
     // What stdtrace still does with the storm's events after the writers stop counts too: it

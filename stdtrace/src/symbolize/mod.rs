@@ -140,9 +140,6 @@ pub struct Stack {
     pub frames: Vec<Frame>,
     /// Why the walk stopped.
     pub end: UnwindEnd,
-    /// The callers' return addresses and the stack addresses they were read from, innermost
-    /// first, up to the first one not read from the stack: what identifies this call path.
-    pub return_slots: Vec<(u64, u64)>,
 }
 
 /// Unwinds and names user stacks, keeping what it parsed of each object for the next stacks.
@@ -180,9 +177,11 @@ impl Symbolizer {
         self.stack_with(pid, maps, regs, stack, |_| {})
     }
 
-    /// [`Self::stack`], calling `unwound` with the return-address slots (`(stack address,
-    /// return address)`, innermost first) as soon as the stack is unwound, before any frame is
-    /// named (naming may have debug info to load first).
+    /// [`Self::stack`], calling `unwound` as soon as the stack is unwound, before any frame is
+    /// named (naming may have debug info to load first), with the callers' return addresses
+    /// and the stack addresses they were read from (`(stack address, return address)`),
+    /// innermost first, up to the first one not read from the stack: what identifies this call
+    /// path.
     pub fn stack_with(
         &mut self,
         pid: u32,
@@ -204,11 +203,7 @@ impl Symbolizer {
             .iter()
             .flat_map(|frame| walk.name(frame))
             .collect();
-        Stack {
-            frames,
-            end,
-            return_slots,
-        }
+        Stack { frames, end }
     }
 
     /// Takes in the files `pid` maps, opened earlier ([`OpenObjects::open`]) while the process
