@@ -558,6 +558,10 @@ fn text_output_tells_the_story() {
         "{text}"
     );
     assert!(text.contains("stdtrace: traced for"), "{text}");
+    assert!(
+        text.contains("failed writes: 5 (2 reported, 3 repeats of them counted, 0 dropped)"),
+        "{text}"
+    );
     assert!(!text.contains('\x1b'), "no colour when asked for none");
 }
 

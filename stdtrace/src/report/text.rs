@@ -424,8 +424,8 @@ impl TextOutput {
             summary.stopped
         ));
         text.push_str(&format!(
-            "  failed writes: {} ({} reported, {} dropped)\n",
-            summary.failed_writes, summary.reported, summary.dropped
+            "  failed writes: {} ({} reported, {} repeats of them counted, {} dropped)\n",
+            summary.failed_writes, summary.reported, summary.repeats, summary.dropped
         ));
         for total in &summary.totals {
             text.push_str(&format!(
