@@ -10,7 +10,7 @@ use std::{
 
 use clap::{Parser, ValueEnum};
 
-use crate::loader::Hook;
+use crate::kernel::loader::Hook;
 
 use crate::errno;
 
@@ -248,7 +248,7 @@ impl Config {
             color: color && cli.format == Format::Text,
             btf: cli
                 .btf
-                .unwrap_or_else(|| PathBuf::from(crate::btf::VMLINUX_BTF)),
+                .unwrap_or_else(|| PathBuf::from(crate::kernel::btf::VMLINUX_BTF)),
             hook: cli.hook,
             verbose: cli.verbose,
         })

@@ -138,6 +138,41 @@ const ERRNOS: &[(u32, &str)] = &[
 /// Aliases Linux accepts for the same numbers.
 const ALIASES: &[(&str, u32)] = &[("EWOULDBLOCK", 11), ("EDEADLOCK", 35), ("ENOTSUP", 95)];
 
+/// An errno as reports carry it: the number, serialized as its name (`"EPIPE"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Errno(pub u32);
+
+impl Errno {
+    pub const EAGAIN: Errno = Errno(11);
+    pub const EPIPE: Errno = Errno(32);
+
+    /// `"EPIPE"`, or `"E<number>"` for one Linux does not name.
+    pub fn name(self) -> String {
+        name(self.0)
+    }
+
+    /// What it means, as the C library says it (`"Broken pipe"`).
+    pub fn describe(self) -> String {
+        let text = std::io::Error::from_raw_os_error(self.0 as i32).to_string();
+        match text.find(" (os error") {
+            Some(end) => text[..end].to_owned(),
+            None => text,
+        }
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl serde::Serialize for Errno {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name())
+    }
+}
+
 /// The name of an errno (`"EPIPE"`), or `"E<number>"` for one Linux does not name.
 pub fn name(errno: u32) -> String {
     ERRNOS

@@ -5,7 +5,7 @@
 
 use std::{io::Read, process::ExitCode};
 
-use stdtrace::{
+use stdtrace::kernel::{
     btf::{self, Btf},
     loader::{Floor, Hook},
     tracefs,

@@ -3,7 +3,7 @@
 //! (`/proc/PID/syscall`, with the syscall's arguments and the user stack and instruction
 //! pointers). Reading these does not stop or signal the process.
 
-use serde::Serialize;
+use crate::report::record::Activity;
 
 use super::syscalls;
 
@@ -83,36 +83,11 @@ pub fn state_name(letter: char) -> &'static str {
     }
 }
 
-/// What a process is doing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Activity {
-    /// `running`, `sleeping`, `disk-sleep`, `stopped`, `zombie`, ...
-    pub state: &'static str,
-    /// The kernel function it sleeps in.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wchan: Option<String>,
-    /// The system call it is in.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub syscall: Option<String>,
-    /// It is reading one of the fds given to [`of_process`] (a pipe's reader doing its job).
-    pub reading: bool,
-    /// It is itself blocked writing: stuck in a write of its own (a pipeline backing up).
-    pub blocked: bool,
-}
-
 /// What process `pid` is doing, looking at every thread: a thread reading one of `fds` (or
 /// blocked writing) says more than the main thread sleeping elsewhere.
 pub fn of_process(pid: u32, fds: &[i32]) -> Option<Activity> {
     let mut main = None;
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    for task in tasks.flatten() {
-        let Some(tid) = task
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for tid in super::status::threads(pid) {
         let Some(activity) = of_thread(pid, tid, fds) else {
             continue;
         };

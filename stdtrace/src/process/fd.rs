@@ -6,12 +6,12 @@
 //! mode from `/proc/PID/fdinfo/N`. Nothing here opens the pipe: holding an end open would change
 //! what its real readers and writers see (EOF, EPIPE).
 
+use crate::report::record::{FdTarget, Peer, TargetKind};
 use std::{
     collections::{BTreeMap, HashMap},
     os::unix::fs::MetadataExt,
 };
 
-use serde::Serialize;
 use stdtrace_common::OpenFile;
 
 use super::status;
@@ -33,20 +33,6 @@ const PTY_SLAVE_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
 const TTYAUX_MAJOR: u32 = 5;
 /// Virtual consoles and serial ports.
 const TTY_MAJOR: u32 = 4;
-
-/// What kind of thing an fd points at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    Pipe,
-    Fifo,
-    Pty,
-    Tty,
-    Socket,
-    File,
-    Char,
-    Other,
-}
 
 /// A device number split the way people read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,79 +125,6 @@ impl SpecialDevices {
             pipefs: ok.then(|| DeviceId::from_stat(stat.st_dev)),
         }
     }
-}
-
-/// A process holding one end of what an fd points at.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Peer {
-    pub pid: u32,
-    pub comm: String,
-    /// Its fds that refer to it.
-    pub fds: Vec<i32>,
-    /// What it is doing, when that matters (the reader of a blocked write).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub activity: Option<super::activity::Activity>,
-}
-
-/// The process that held a pipe's read end last and let it go, as the kernel remembered it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LastReader {
-    pub pid: u32,
-    pub comm: String,
-    /// It has exited (whether or not it closed the read end first).
-    pub exited: bool,
-    /// When it exited (CLOCK_MONOTONIC nanoseconds).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_ts_ns: Option<u64>,
-    /// When it closed the read end, if it did so before exiting.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub closed_ts_ns: Option<u64>,
-}
-
-/// What an fd points at, for reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FdTarget {
-    pub kind: TargetKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inode: Option<u64>,
-    /// The path for files, FIFOs and terminals; `pipe:[N]`-style names for the rest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// For a pty, its number (`/dev/pts/N`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pts: Option<u32>,
-    /// Whether the writer's open file is non-blocking (`O_NONBLOCK`): EAGAIN instead of waiting.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nonblocking: Option<bool>,
-    /// Processes that can read what is written: the read end of a pipe or FIFO, the master side
-    /// of a pty.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub readers: Option<Vec<Peer>>,
-    /// Processes holding the write end of a pipe or FIFO.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub writers: Option<Vec<Peer>>,
-    /// For a pipe or FIFO: how many read ends were open when the write failed, as the kernel
-    /// counted them (holders that exited since are counted here but not in `readers`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_ends: Option<u32>,
-    /// Likewise for write ends.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub write_ends: Option<u32>,
-    /// For a pipe or FIFO: how many bytes it holds when full.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capacity: Option<u64>,
-    /// For a pipe or FIFO: bytes written and not read yet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queued: Option<u64>,
-    /// For a socket: its family, addresses or peer, and queues.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket: Option<super::socket::SocketInfo>,
-    /// For a pipe nobody reads any more: who held the read end last, and when it let go.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_reader: Option<LastReader>,
-    /// Why something could not be found out, when it could not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unknown: Option<String>,
 }
 
 /// Classifies an inode, with the fd's link text (`readlink /proc/PID/fd/N`) when it is known.

@@ -6,7 +6,7 @@ pub mod fd;
 pub mod maps;
 pub mod memory;
 pub mod perf_mmap;
-pub mod pipe;
+
 pub mod socket;
 pub mod status;
 pub mod syscalls;

@@ -11,13 +11,14 @@ use std::{
     ffi::OsStr,
     io,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
     path::PathBuf,
-    ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
 };
+
+use crate::sys::SharedMapping;
 
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_DUMMY: u64 = 9;
@@ -121,20 +122,9 @@ impl SpaceEvent {
 struct CpuBuffer {
     /// Kept open for as long as the buffer is mapped: closing it ends the event.
     _fd: OwnedFd,
-    base: NonNull<u8>,
-    len: usize,
+    mapping: SharedMapping,
     data_offset: usize,
     data_size: usize,
-}
-
-// SAFETY: the mapping is owned by this value and only touched through `&mut self`.
-unsafe impl Send for CpuBuffer {}
-
-impl Drop for CpuBuffer {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly what mmap returned; nothing refers to it any more.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-    }
 }
 
 /// System-wide watch of executable mappings, execs, forks and exits.
@@ -198,27 +188,11 @@ impl MmapWatch {
             // SAFETY: a fresh descriptor owned by nobody else.
             let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
             let len = page * (1 + DATA_PAGES);
-            // SAFETY: mapping the perf buffer of a descriptor we own, read-write so that we can
-            // tell the kernel how far we have read.
-            let base = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if base == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            let base = NonNull::new(base.cast::<u8>())
-                .ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+            // Read-write, so that we can tell the kernel how far we have read.
+            let mapping = SharedMapping::new(fd.as_fd(), len)?;
             let mut buffer = CpuBuffer {
                 _fd: fd,
-                base,
-                len,
+                mapping,
                 data_offset: page,
                 data_size: page * DATA_PAGES,
             };
@@ -258,7 +232,7 @@ impl CpuBuffer {
     fn header(&self, offset: usize) -> &AtomicU64 {
         // SAFETY: offsets 1024..1056 lie in the first (metadata) page of the mapping, 8-byte
         // aligned; the kernel and we access these words atomically.
-        unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU64>() }
+        unsafe { &*self.mapping.as_ptr().add(offset).cast::<AtomicU64>() }
     }
 
     fn header_u64(&self, offset: usize) -> u64 {
@@ -273,7 +247,7 @@ impl CpuBuffer {
         // SAFETY: both ranges lie inside the data area of the mapping (start < size, and the
         // second part starts at its beginning); the kernel does not write between tail and head.
         unsafe {
-            let data = self.base.as_ptr().add(self.data_offset);
+            let data = self.mapping.as_ptr().add(self.data_offset);
             std::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(data, out.as_mut_ptr().add(first), out.len() - first);
         }

@@ -3,43 +3,12 @@
 //! sockets) and `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}` (as the writer's network namespace
 //! sees them). Nothing here touches the socket itself.
 
+use crate::report::record::SocketInfo;
 use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
-
-use serde::Serialize;
-
-/// A socket, described.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SocketInfo {
-    /// `unix`, `tcp`, `tcp6`, `udp`, `udp6`, or `other`.
-    pub family: &'static str,
-    /// For a unix socket: `stream`, `dgram` or `seqpacket`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket_type: Option<&'static str>,
-    /// `established`, `listen`, `close-wait`, ...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<&'static str>,
-    /// The local address (`127.0.0.1:8080`), or a unix socket's path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local: Option<String>,
-    /// The remote address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote: Option<String>,
-    /// The inode of the socket at the other end: a unix socket's peer, or the local end of a
-    /// loopback TCP connection.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer_inode: Option<u64>,
-    /// Bytes sent and not yet taken by the other end (`tx_queue`; a unix socket's
-    /// `wqueue`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub send_queue: Option<u64>,
-    /// Bytes received and not yet read here.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub receive_queue: Option<u64>,
-}
 
 /// Describes socket `inode`, held by process `pid`.
 pub fn describe(pid: u32, inode: u64) -> Option<SocketInfo> {

@@ -20,6 +20,30 @@ pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The thread ids of process `pid` (`/proc/PID/task`); empty if it is gone.
+pub fn threads(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| task.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every process id in `/proc`.
+pub fn all_processes() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Turns a NUL-padded kernel `comm` into text.
 pub fn comm_from_bytes(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
@@ -45,5 +69,8 @@ mod tests {
         assert_eq!(comm_from_bytes(b"0123456789abcdef"), "0123456789abcdef");
         assert!(comm(std::process::id()).is_some());
         assert!(exists(std::process::id()));
+        assert!(threads(std::process::id()).contains(&std::process::id()));
+        assert!(all_processes().contains(&std::process::id()));
+        assert!(threads(u32::MAX).is_empty());
     }
 }

@@ -2,112 +2,19 @@
 //! points at, who is on the other end, where in the code), and a summary at the end. The same
 //! (pid, fd, errno, stack) seen again is counted, not printed again.
 
-use std::{
-    collections::HashMap,
-    io::{self, Write},
-    time::{Duration, Instant},
+use std::io::{self, Write};
+
+use super::{
+    Clock,
+    record::{
+        BlockedState, Fate, FdTarget, FrameReport, GoReport, Peer, SigpipeReport, SocketInfo,
+        Summary, TargetKind, WriteReport,
+    },
+    sanitize,
+    style::Style,
+    write_line,
 };
-
-use super::{FrameReport, GoReport, Summary, WriteReport, sanitize, write_line};
-use crate::callpaths::RepeatReport;
-use crate::process::{
-    fd::{FdTarget, Peer, TargetKind},
-    socket::SocketInfo,
-};
-use crate::sigpipe::SigpipeReport;
-
-/// How often the count of repeats is printed.
-const REPEAT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// ANSI styling, or none.
-#[derive(Clone, Copy, Debug)]
-struct Style {
-    color: bool,
-}
-
-impl Style {
-    fn paint(self, code: &str, text: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
-    }
-    fn bold(self, text: &str) -> String {
-        self.paint("1", text)
-    }
-    fn red(self, text: &str) -> String {
-        self.paint("1;31", text)
-    }
-    fn dim(self, text: &str) -> String {
-        self.paint("2", text)
-    }
-    fn function(self, text: &str) -> String {
-        self.paint("36", text)
-    }
-}
-
-/// Turns CLOCK_MONOTONIC nanoseconds (kernel timestamps) into local wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    /// Wall-clock nanoseconds since the epoch minus monotonic nanoseconds, taken at start.
-    wall_minus_monotonic: i128,
-}
-
-impl Clock {
-    pub fn now() -> Self {
-        let monotonic = crate::events::monotonic_ns() as i128;
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|since| since.as_nanos() as i128)
-            .unwrap_or(0);
-        Self {
-            wall_minus_monotonic: wall - monotonic,
-        }
-    }
-
-    /// `HH:MM:SS.mmm` in local time.
-    pub fn format(&self, monotonic_ns: u64) -> String {
-        let wall_ns = monotonic_ns as i128 + self.wall_minus_monotonic;
-        let seconds = (wall_ns / 1_000_000_000) as libc::time_t;
-        let millis = (wall_ns % 1_000_000_000) / 1_000_000;
-        // SAFETY: localtime_r fills the zeroed `tm` we own; it reads only `seconds`.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        let ok = !unsafe { libc::localtime_r(&seconds, &mut tm) }.is_null();
-        if !ok {
-            return format!("{monotonic_ns}ns");
-        }
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            tm.tm_hour, tm.tm_min, tm.tm_sec, millis
-        )
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct RepeatKey {
-    pid: u32,
-    fd: i32,
-    /// The errno, or the blocked state (only slow writes repeat: stuck and resumed are told
-    /// once each).
-    what: String,
-    stack: Vec<String>,
-}
-
-#[derive(Debug)]
-struct Repeats {
-    headline: String,
-    /// A block was printed for the first occurrence (not so for repeats on another fd of a
-    /// call path first reported on one fd).
-    shown: bool,
-    /// Occurrences after the first sent to userspace.
-    more: u64,
-    /// Occurrences counted in the kernel at the call site.
-    kernel: u64,
-    /// Of those, how many were already printed.
-    printed: u64,
-    last_print: Instant,
-}
+use crate::aggregate::repeats::{RepeatLine, Repeated, Repeats};
 
 /// The text report.
 pub struct TextOutput {
@@ -115,9 +22,6 @@ pub struct TextOutput {
     style: Style,
     clock: Clock,
     quiet: bool,
-    repeats: HashMap<RepeatKey, Repeats>,
-    /// The stack (and fd) each call site was first reported with, by (pid, site).
-    sites: HashMap<(u32, u32), (i32, Vec<String>)>,
 }
 
 impl TextOutput {
@@ -127,59 +31,12 @@ impl TextOutput {
             style: Style { color },
             clock,
             quiet,
-            repeats: HashMap::new(),
-            sites: HashMap::new(),
         }
     }
 
-    /// Reports a failed or blocked write: a block for the first of each (pid, fd, errno or
-    /// state, stack), a count for the repeats.
+    /// Reports a failed or blocked write as a block (repeats of it are counted in
+    /// `aggregate::repeats` and said by [`TextOutput::repeats`]).
     pub fn write(&mut self, report: &WriteReport) -> io::Result<()> {
-        let what = match (&report.errno, report.state) {
-            (Some(errno), _) => Some(errno.clone()),
-            (None, Some("slow")) => Some("slow".to_owned()),
-            _ => None,
-        };
-        if let Some(what) = what {
-            let key = RepeatKey {
-                pid: report.pid,
-                fd: report.fd,
-                what: what.clone(),
-                stack: report
-                    .stack
-                    .iter()
-                    .map(|frame| frame.address.clone())
-                    .collect(),
-            };
-            if let Some(site) = report.site {
-                self.sites
-                    .entry((report.pid, site))
-                    .or_insert_with(|| (report.fd, key.stack.clone()));
-            }
-            if let Some(repeats) = self.repeats.get_mut(&key) {
-                if repeats.shown {
-                    repeats.more += 1;
-                    return Ok(());
-                }
-                // Counted in the kernel first: now its own block.
-                repeats.shown = true;
-            }
-            let headline = format!(
-                "pid {} ({}) {}({}) {what}",
-                report.pid,
-                sanitize(&report.comm),
-                report.syscall,
-                report.fd,
-            );
-            self.repeats.entry(key).or_insert(Repeats {
-                headline,
-                shown: true,
-                more: 0,
-                kernel: 0,
-                printed: 0,
-                last_print: Instant::now(),
-            });
-        }
         if self.quiet {
             return Ok(());
         }
@@ -217,12 +74,12 @@ impl TextOutput {
             report.fd,
             count,
         );
-        match (&report.errno, report.state) {
+        match (report.errno, report.state) {
             (Some(errno), _) => {
                 block.push_str(&format!(
                     "{who} failed: {} ({})\n",
-                    style.red(errno),
-                    describe_errno(errno),
+                    style.red(&errno.name()),
+                    errno.describe(),
                 ));
                 block.push_str(&format!(
                     "  fd {} -> {}\n",
@@ -233,10 +90,10 @@ impl TextOutput {
             (None, state) => {
                 let seconds = report.duration_ms.unwrap_or(0) as f64 / 1000.0;
                 let how = match state {
-                    Some("stuck") => format!("stuck {seconds:.1}s"),
-                    Some("resumed") => format!("resumed after {seconds:.1}s"),
-                    Some("parked") => format!("parked {seconds:.1}s"),
-                    _ => format!("slow: blocked {seconds:.1}s"),
+                    Some(BlockedState::Stuck) => format!("stuck {seconds:.1}s"),
+                    Some(BlockedState::Resumed) => format!("resumed after {seconds:.1}s"),
+                    Some(BlockedState::Parked) => format!("parked {seconds:.1}s"),
+                    Some(BlockedState::Slow) | None => format!("slow: blocked {seconds:.1}s"),
                 };
                 // The story in one line: who, how long, into what, how full, the other end.
                 block.push_str(&format!(
@@ -265,69 +122,18 @@ impl TextOutput {
         block
     }
 
-    /// Prints how often each stack repeated since it was last said: once a second, or all of
-    /// it when `all` (at the end).
-    pub fn flush_repeats(&mut self, all: bool) -> io::Result<()> {
+    /// Says how often each stack repeated since it was last said: at most once a second
+    /// each, or all of it when `all` (at the end).
+    pub fn repeats(&mut self, repeats: &mut Repeats, all: bool) -> io::Result<()> {
         if self.quiet {
             return Ok(());
         }
-        let now = Instant::now();
-        let mut lines = Vec::new();
-        for repeats in self.repeats.values_mut() {
-            let told = repeats.more + repeats.kernel;
-            let fresh = told.saturating_sub(repeats.printed);
-            if fresh == 0 || (!all && now.duration_since(repeats.last_print) < REPEAT_INTERVAL) {
-                continue;
-            }
-            let more = if repeats.shown { " more" } else { "" };
-            lines.push(format!(
-                "  ... {}: {fresh}{more} from the same stack ({} in all)",
-                repeats.headline,
-                told + u64::from(repeats.shown)
-            ));
-            repeats.printed = told;
-            repeats.last_print = now;
-        }
+        let mut lines: Vec<String> = repeats.due_lines(all).iter().map(repeat_line).collect();
         lines.sort();
         for line in lines {
             write_line(&mut self.out, &self.style.dim(&line))?;
         }
         self.out.flush()
-    }
-
-    /// Failures counted in the kernel at call sites already reported: added to the repeat
-    /// counts, printed with them.
-    pub fn repeats(&mut self, reports: &[RepeatReport]) {
-        for report in reports {
-            let Some((first_fd, stack)) = self.sites.get(&(report.pid, report.site)) else {
-                continue;
-            };
-            let key = RepeatKey {
-                pid: report.pid,
-                fd: report.fd,
-                what: report.errno.clone(),
-                stack: stack.clone(),
-            };
-            let same_fd = *first_fd == report.fd;
-            let first_fd = *first_fd;
-            let repeats = self.repeats.entry(key).or_insert_with(|| Repeats {
-                headline: format!(
-                    "pid {} ({}) {}({}) {} (the stack of its {}({first_fd}) report)",
-                    report.pid,
-                    sanitize(&report.comm),
-                    report.syscall,
-                    report.fd,
-                    report.errno,
-                    report.syscall,
-                ),
-                shown: same_fd,
-                more: 0,
-                kernel: 0,
-                printed: 0,
-                last_print: Instant::now() - REPEAT_INTERVAL,
-            });
-            repeats.kernel = report.count;
-        }
     }
 
     /// A SIGPIPE story: who, at which write, the reader that went away, and the fate, with
@@ -373,11 +179,11 @@ impl TextOutput {
             }
         }
         let fate = match report.fate {
-            "killed" => "killed by SIGPIPE".to_owned(),
-            "ignored" => "got EPIPE (SIGPIPE ignored) and went on".to_owned(),
-            "handled" => "SIGPIPE handled by its handler".to_owned(),
-            "blocked" => "SIGPIPE blocked, pending".to_owned(),
-            other => format!("SIGPIPE, {other}"),
+            Fate::Killed => "killed by SIGPIPE",
+            Fate::Ignored => "got EPIPE (SIGPIPE ignored) and went on",
+            Fate::Handled => "SIGPIPE handled by its handler",
+            Fate::Blocked => "SIGPIPE blocked, pending",
+            Fate::Pending => "SIGPIPE, pending",
         };
         let cause = match (&report.sent_by, report.fd) {
             (Some(sender), _) => format!(
@@ -405,7 +211,7 @@ impl TextOutput {
             style.dim(&self.clock.format(report.fate_ts_ns.unwrap_or(report.ts_ns))),
             report.pid,
             style.bold(&sanitize(&report.comm)),
-            style.red(&fate),
+            style.red(fate),
         ));
         for (index, frame) in report.stack.iter().enumerate() {
             block.push_str(&format!("    #{index:<2} {}\n", render_frame(style, frame)));
@@ -434,7 +240,7 @@ impl TextOutput {
                 total.pid,
                 sanitize(&total.comm),
                 total.fd,
-                style.red(&total.errno),
+                style.red(&total.errno.name()),
                 total.syscall
             ));
         }
@@ -485,7 +291,7 @@ impl TextOutput {
                 "  SIGPIPE: pid {} ({}){fd} {} ({} times){blocked}{reader}\n",
                 story.pid,
                 sanitize(&story.comm),
-                story.fate,
+                fate_name(story.fate),
                 story.count
             ));
         }
@@ -703,14 +509,41 @@ fn describe_goroutine(go: &GoReport) -> String {
 }
 
 /// The C library's description of an errno given by name.
-fn describe_errno(name: &str) -> String {
-    let Some(number) = crate::errno::parse(name) else {
-        return name.to_owned();
+/// One line of repeats: `... pid 812 (writer) write(4) EPIPE: 2 more from the same stack (3 in
+/// all)`.
+fn repeat_line(line: &RepeatLine) -> String {
+    let what = match line.what {
+        Repeated::Failure(errno) => errno.name(),
+        Repeated::Slow => "slow".to_owned(),
     };
-    let text = io::Error::from_raw_os_error(number as i32).to_string();
-    match text.find(" (os error") {
-        Some(end) => text[..end].to_owned(),
-        None => text,
+    let mut headline = format!(
+        "pid {} ({}) {}({}) {what}",
+        line.pid,
+        sanitize(&line.comm),
+        line.syscall,
+        line.fd,
+    );
+    if let Some(origin) = line.origin_fd {
+        headline.push_str(&format!(
+            " (the stack of its {}({origin}) report)",
+            line.syscall
+        ));
+    }
+    let more = if line.shown { " more" } else { "" };
+    format!(
+        "  ... {headline}: {}{more} from the same stack ({} in all)",
+        line.fresh, line.total
+    )
+}
+
+/// `killed`, as the JSON says it.
+fn fate_name(fate: Fate) -> &'static str {
+    match fate {
+        Fate::Killed => "killed",
+        Fate::Ignored => "ignored",
+        Fate::Handled => "handled",
+        Fate::Blocked => "blocked",
+        Fate::Pending => "pending",
     }
 }
 
@@ -763,7 +596,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::report::samples::report;
+    use crate::report::record::samples::report;
 
     /// A writer the test can read back.
     #[derive(Clone, Default)]
@@ -789,10 +622,13 @@ mod tests {
     fn one_block_then_a_count_of_repeats() {
         let captured = Captured::default();
         let mut text = TextOutput::new(Box::new(captured.clone()), false, false, Clock::now());
+        let mut repeats = Repeats::new();
         for _ in 0..3 {
-            text.write(&report()).unwrap();
+            if repeats.observe(&report(), false) == crate::aggregate::repeats::Seen::New {
+                text.write(&report()).unwrap();
+            }
         }
-        text.flush_repeats(true).unwrap();
+        text.repeats(&mut repeats, true).unwrap();
         let out = captured.text();
         let lines: Vec<&str> = out.lines().collect();
         assert!(
@@ -829,8 +665,11 @@ mod tests {
     fn quiet_prints_only_the_summary() {
         let captured = Captured::default();
         let mut text = TextOutput::new(Box::new(captured.clone()), false, true, Clock::now());
+        let mut repeats = Repeats::new();
+        repeats.observe(&report(), false);
+        repeats.observe(&report(), false);
         text.write(&report()).unwrap();
-        text.flush_repeats(true).unwrap();
+        text.repeats(&mut repeats, true).unwrap();
         assert_eq!(captured.text(), "");
     }
 
@@ -838,6 +677,9 @@ mod tests {
     fn names() {
         assert_eq!(signal_name(13), "SIGPIPE");
         assert_eq!(signal_name(64), "signal 64");
-        assert_eq!(describe_errno("EAGAIN"), "Resource temporarily unavailable");
+        assert_eq!(
+            crate::errno::Errno::EAGAIN.describe(),
+            "Resource temporarily unavailable"
+        );
     }
 }

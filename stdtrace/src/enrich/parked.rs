@@ -6,19 +6,19 @@
 //! each tick, the records are checked against the goroutines themselves (read from
 //! `/proc/PID/mem`): one still waiting after the stuck threshold is reported parked, with the
 //! stack it parked on (from `g.sched`); one that went on without writing again (it gave up, or
-//! exited) is forgotten.
+//! exited) is forgotten. The records are behind [`ParkedTable`] (`kernel::parked` has the real
+//! ones).
 
 use std::collections::BTreeSet;
 
-use aya::maps::{Array, HashMap, MapData};
 use stdtrace_common::{
     Goroutine, PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, go_flags,
 };
 
 use crate::{
+    enrich::go::GoTracker,
     events::{ByteCount, SavedRegisters, WriteEvent, WriteOutcome, WriteSyscall},
     goruntime::offsets::GOffsets,
-    gotrack::GoTracker,
     process::{memory, status},
 };
 
@@ -26,85 +26,56 @@ use crate::{
 const G_WAITING: u32 = 4;
 
 /// The kernel's records of parked goroutines.
-pub struct ParkedGoroutines {
-    parked: HashMap<MapData, ParkedKey, ParkedWrite>,
-    flags: Array<MapData, u64>,
-    /// Process slots found with no parked goroutine at the last check.
-    empty_before: BTreeSet<u32>,
+pub trait ParkedTable {
+    /// Every record, as of now.
+    fn entries(&self) -> Vec<(ParkedKey, ParkedWrite)>;
+    /// Drops a record: the goroutine is no longer parked on that write.
+    fn forget(&mut self, key: &ParkedKey);
+    /// Marks a record reported, so that the kernel reports its next write as resumed.
+    fn mark_reported(&mut self, key: ParkedKey, parked: ParkedWrite);
+    /// Clears the "may have a parked goroutine" flags of the process slots not in `occupied`.
+    fn clear_flags(&mut self, occupied: &BTreeSet<u32>);
 }
 
-impl ParkedGoroutines {
-    pub fn new(
-        parked: HashMap<MapData, ParkedKey, ParkedWrite>,
-        flags: Array<MapData, u64>,
-    ) -> Self {
-        Self {
-            parked,
-            flags,
-            empty_before: BTreeSet::new(),
+/// Goroutines parked for at least `stuck_ns` and not reported yet, as events (marked
+/// reported); forgets those that are no longer parked.
+pub fn newly_parked(
+    table: &mut dyn ParkedTable,
+    now_ns: u64,
+    stuck_ns: u64,
+    go: &mut GoTracker,
+) -> Vec<WriteEvent> {
+    let mut events = Vec::new();
+    let mut occupied = BTreeSet::new();
+    for (key, parked) in table.entries() {
+        let Some(g) = go
+            .process(key.tgid)
+            .and_then(|program| program.g)
+            .filter(|_| status::exists(key.tgid))
+        else {
+            table.forget(&key);
+            continue;
+        };
+        let Some(goroutine) = read_parked(key.tgid, &g, parked.g, key.goid) else {
+            // It went on (or exited) without writing on the fd again.
+            table.forget(&key);
+            continue;
+        };
+        occupied.insert(key.tgid & (PARKED_PROCESS_SLOTS - 1));
+        let blocked_ns = now_ns.saturating_sub(parked.since_ns);
+        if parked.reported != 0 || blocked_ns < stuck_ns {
+            continue;
         }
+        events.push(parked_event(
+            &key, &parked, &g, goroutine, now_ns, blocked_ns,
+        ));
+        table.mark_reported(key, parked);
     }
-
-    /// Goroutines parked for at least `stuck_ns` and not reported yet, as events (marked
-    /// reported); forgets those that are no longer parked.
-    pub fn check(&mut self, now_ns: u64, stuck_ns: u64, go: &mut GoTracker) -> Vec<WriteEvent> {
-        let entries: Vec<(ParkedKey, ParkedWrite)> =
-            self.parked.iter().filter_map(Result::ok).collect();
-        let mut events = Vec::new();
-        let mut occupied = BTreeSet::new();
-        for (key, parked) in entries {
-            let Some(g) = go
-                .process(key.tgid)
-                .and_then(|program| program.g)
-                .filter(|_| std::path::Path::new(&format!("/proc/{}", key.tgid)).exists())
-            else {
-                let _ = self.parked.remove(&key);
-                continue;
-            };
-            let Some(goroutine) = read_parked(key.tgid, &g, parked.g, key.goid) else {
-                // It went on (or exited) without writing on the fd again.
-                let _ = self.parked.remove(&key);
-                continue;
-            };
-            occupied.insert(key.tgid & (PARKED_PROCESS_SLOTS - 1));
-            let blocked_ns = now_ns.saturating_sub(parked.since_ns);
-            if parked.reported != 0 || blocked_ns < stuck_ns {
-                continue;
-            }
-            events.push(parked_event(
-                &key, &parked, &g, goroutine, now_ns, blocked_ns,
-            ));
-            let reported = ParkedWrite {
-                reported: 1,
-                ..parked
-            };
-            if let Err(err) = self.parked.insert(key, reported, 0) {
-                log::debug!(
-                    "marking goroutine {} of pid {} reported: {err}",
-                    key.goid,
-                    key.tgid
-                );
-            }
-        }
-        if !occupied.is_empty() {
-            occupied.insert(PARKED_ANY_SLOT);
-        }
-        self.clear_flags(&occupied);
-        events
+    if !occupied.is_empty() {
+        occupied.insert(PARKED_ANY_SLOT);
     }
-
-    /// Clears the flags of process slots with no parked goroutine at this check and the one
-    /// before (a goroutine that parks between the two is seen by the second).
-    fn clear_flags(&mut self, occupied: &BTreeSet<u32>) {
-        let empty: BTreeSet<u32> = (0..=PARKED_ANY_SLOT)
-            .filter(|slot| !occupied.contains(slot))
-            .filter(|slot| self.flags.get(slot, 0).is_ok_and(|flag| flag != 0))
-            .collect();
-        for slot in empty.intersection(&self.empty_before) {
-            let _ = self.flags.set(*slot, 0, 0);
-        }
-        self.empty_before = empty;
-    }
+    table.clear_flags(&occupied);
+    events
 }
 
 fn word(pid: u32, address: u64) -> Option<u64> {

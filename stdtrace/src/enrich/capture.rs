@@ -1,11 +1,5 @@
-//! From kernel event to report, in two stages.
-//!
-//! [`Capture`] runs as each record is read: it takes what the writer's exit would take with it
-//! (its memory map and open objects, what its fd points at, who holds the other end). It must
-//! never wait on slow work, or a writer that fails and exits at once is gone before it looks.
-//!
-//! [`Namer`] runs on its own thread: it unwinds and names the stack (cold debug info can take a
-//! while to parse) and assembles the report.
+//! The first stage: capture at once what a writer's exit would take with it (its memory map
+//! and open objects, what its fd points at and who holds the other end), as each record is read.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,26 +7,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use stdtrace_common::go_flags;
-
 use crate::{
-    callpaths::{Learned, SiteIds},
-    errno,
-    events::{ByteCount, WriteEvent, WriteOutcome},
-    gotrack::{GoProgram, GoTracker, status_name},
+    enrich::{
+        Inspector,
+        go::{GoProgram, GoTracker},
+    },
+    errno::Errno,
+    events::{WriteEvent, WriteOutcome},
     process::{
         activity,
         address_space::AddressSpaces,
-        fd::{self, FdTarget, HolderQuery, Holders, SpecialDevices, TargetKind},
+        fd::{self, HolderQuery, Holders, SpecialDevices},
         maps::ProcessMaps,
         perf_mmap::SpaceEvent,
-        pipe::PipeInspector,
     },
-    report::{CreatedBy, FrameReport, GoReport, WriteReport},
-    symbolize::{Frame, OpenObjects, StackCopy, Symbolizer, UserRegisters},
+    report::record::{FdTarget, TargetKind},
+    symbolize::OpenObjects,
 };
-
-const EAGAIN: u32 = 11;
 
 /// How long who-holds-which-end answers are reused: a storm of failed writes on one pipe must
 /// not rescan every process's fds for each batch.
@@ -116,7 +107,7 @@ impl Capture {
         &mut self,
         events: Vec<WriteEvent>,
         go: &mut GoTracker,
-        pipes: &mut dyn PipeInspector,
+        pipes: &mut dyn Inspector,
     ) -> Vec<CapturedWrite> {
         let mut targets = Vec::with_capacity(events.len());
         for event in &events {
@@ -158,7 +149,7 @@ impl Capture {
                 // other end is doing is the story.
                 let waiting = !matches!(
                     event.outcome,
-                    WriteOutcome::Failed { errno } if errno != EAGAIN
+                    WriteOutcome::Failed { errno } if Errno(errno) != Errno::EAGAIN
                 );
                 if waiting && let Some(readers) = &mut target.readers {
                     for reader in readers.iter_mut() {
@@ -244,7 +235,7 @@ impl Capture {
         &mut self,
         events: &[WriteEvent],
         targets: &[FdTarget],
-        pipes: &mut dyn PipeInspector,
+        pipes: &mut dyn Inspector,
     ) {
         let now = Instant::now();
         self.holders
@@ -281,7 +272,7 @@ impl Capture {
     /// Finds who reads the pipes `pids` write to (through any of their fds), and asks the
     /// kernel to remember when those readers let go: a writer's later EPIPE is then told who
     /// went away, even when the reader is not traced itself.
-    pub fn watch_readers_of(&mut self, pids: &[u32], pipes: &mut dyn PipeInspector) {
+    pub fn watch_readers_of(&mut self, pids: &[u32], pipes: &mut dyn Inspector) {
         let mut queries = Vec::new();
         for &pid in pids {
             let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -313,237 +304,5 @@ impl Capture {
             .collect();
         log::debug!("watching the readers {readers:?} of the pipes of {pids:?}");
         pipes.watch_readers(&readers);
-    }
-}
-
-/// The second stage: unwind and name the stack, and assemble the report.
-pub struct Namer {
-    symbolizer: Symbolizer,
-    sites: SiteIds,
-    /// Where call paths met for the first time go, for the kernel to count from then on.
-    learned: std::sync::mpsc::Sender<Vec<(Learned, u32)>>,
-}
-
-impl Namer {
-    /// A namer that sends each new call path to `learned` as soon as its stack is unwound,
-    /// before its frames are named: the kernel counts its repeats from then on.
-    pub fn new(learned: std::sync::mpsc::Sender<Vec<(Learned, u32)>>) -> Self {
-        Self {
-            symbolizer: Symbolizer::default(),
-            sites: SiteIds::default(),
-            learned,
-        }
-    }
-
-    /// Forgets a process's call paths (its pid may be reused).
-    pub fn process_exited(&mut self, pid: u32) {
-        self.sites.process_exited(pid);
-    }
-
-    pub fn report(&mut self, captured: CapturedWrite) -> WriteReport {
-        // A failed write's call path gets a site id; the kernel counts its repeats there.
-        let failed = matches!(captured.event.outcome, WriteOutcome::Failed { .. });
-        let (stack, stack_end, site) = self.stack(&captured.event, &captured.image, failed);
-        let repeat = site.is_some_and(|(_, new)| !new);
-        let site = site.map(|(site, _)| site);
-        let go = captured
-            .go
-            .as_deref()
-            .map(|program| self.goroutine(&captured.event, &captured.image, program));
-        let event = captured.event;
-        let (count, count_partial) = match event.count {
-            ByteCount::Exact(count) => (Some(count), false),
-            ByteCount::AtLeast(count) => (Some(count), true),
-            ByteCount::Unknown => (None, false),
-        };
-        WriteReport {
-            record_type: if event.outcome.errno().is_some() {
-                WriteReport::WRITE_ERROR
-            } else {
-                WriteReport::BLOCKED_WRITE
-            },
-            ts_ns: event.ts_ns,
-            pid: event.pid,
-            tid: event.tid,
-            comm: event.comm,
-            syscall: event.syscall.name(),
-            fd: event.fd,
-            errno: event.outcome.errno().map(errno::name),
-            state: event.outcome.blocked_state(),
-            duration_ms: event.outcome.blocked_ns().map(|ns| ns / 1_000_000),
-            count,
-            count_partial,
-            target: captured.target,
-            stack,
-            stack_end,
-            go,
-            site,
-            repeat,
-        }
-    }
-
-    /// The goroutine behind the event, when the kernel could read it with certainty.
-    fn goroutine(
-        &mut self,
-        event: &WriteEvent,
-        image: &ProcessImage,
-        program: &GoProgram,
-    ) -> GoReport {
-        let mut report = GoReport {
-            goid: None,
-            version: program.version.clone(),
-            status: None,
-            parent_goid: None,
-            created_by: None,
-            system_stack: false,
-            unknown: None,
-            caveat: program.caveat.clone(),
-        };
-        if let Err(why) = &program.kernel {
-            report.unknown = Some(why.clone());
-            return report;
-        }
-        // A write before the kernel program was told about the process: the `g` it copied.
-        let early = || {
-            let offsets = program.g.as_ref()?;
-            event.running_g.as_ref()?.goroutine(offsets)
-        };
-        let Some(goroutine) = event.goroutine.or_else(early) else {
-            report.unknown =
-                Some("stdtrace learnt this was a Go process only after this write".to_owned());
-            return report;
-        };
-        if goroutine.flags & go_flags::FOUND == 0 {
-            report.unknown = Some(if goroutine.g == 0 {
-                "no goroutine in the thread's TLS slot (a thread the Go runtime does not run)"
-                    .to_owned()
-            } else {
-                "the goroutine could not be read".to_owned()
-            });
-            return report;
-        }
-        if goroutine.flags & go_flags::STACK_OWNED == 0 {
-            // A g that does not own the stack the thread is on is not the running one: saying
-            // its id would be saying a wrong one.
-            report.unknown = Some(format!(
-                "the g in the thread's TLS slot ({:#x}) does not own its stack pointer",
-                goroutine.g
-            ));
-            return report;
-        }
-        report.goid = Some(goroutine.goid);
-        report.status = Some(status_name(goroutine.status));
-        report.system_stack = goroutine.flags & go_flags::ON_SYSTEM_STACK != 0;
-        report.parent_goid = (goroutine.parent_goid != 0).then_some(goroutine.parent_goid);
-        if goroutine.gopc != 0
-            && let ProcessImage::Known { maps, .. } = image
-        {
-            let frames = self
-                .symbolizer
-                .symbolize(event.pid, maps, goroutine.gopc, true);
-            // As Go's own tracebacks say it: the function the code belongs to (the outermost
-            // frame of the pc), at the position of the `go` statement (the innermost).
-            if let (Some(outer), Some(inner)) = (frames.last(), frames.first())
-                && outer.function.is_some()
-            {
-                report.created_by = Some(CreatedBy {
-                    function: outer.function.clone(),
-                    file: inner.file.clone(),
-                    line: inner.line,
-                });
-            }
-        }
-        report
-    }
-
-    /// The named stack, why it ends early, and for a failed write its call path's site id
-    /// (and whether the path is new).
-    fn stack(
-        &mut self,
-        event: &WriteEvent,
-        image: &ProcessImage,
-        failed: bool,
-    ) -> (Vec<FrameReport>, Option<String>, Option<(u32, bool)>) {
-        let Some(saved) = event.registers else {
-            return (
-                Vec::new(),
-                Some("the kernel could not read the thread's registers".into()),
-                None,
-            );
-        };
-        let (maps, objects) = match image {
-            ProcessImage::Known { maps, objects } => (maps, objects),
-            ProcessImage::Unavailable(why) => {
-                let frames = saved
-                    .ip()
-                    .map(|ip| unnamed_frame(ip, why))
-                    .into_iter()
-                    .collect();
-                return (frames, Some(why.clone()), None);
-            }
-        };
-        let Self {
-            symbolizer,
-            sites,
-            learned,
-        } = self;
-        if !objects.is_empty() {
-            symbolizer.adopt(event.pid, maps, objects);
-        }
-        let registers = UserRegisters { values: saved.0 };
-        let copy = StackCopy {
-            base: event.stack.base,
-            bytes: &event.stack.bytes,
-        };
-        let ip_sp = saved.ip().zip(saved.sp()).filter(|_| failed);
-        let mut site = None;
-        let stack = symbolizer.stack_with(event.pid, maps, &registers, &copy, |slots| {
-            let Some(path) =
-                ip_sp.and_then(|(ip, sp)| Learned::from_stack(event.pid, ip, sp, slots))
-            else {
-                return;
-            };
-            let (id, new) = sites.id(&path);
-            if new {
-                // The session may be gone at the end: nothing is left to count then.
-                let _ = learned.send(vec![(path, id)]);
-            }
-            site = Some((id, new));
-        });
-        let frames = stack.frames.iter().map(frame_report).collect();
-        (frames, stack.end.describe_if_early(), site)
-    }
-}
-
-fn hex(value: u64) -> String {
-    format!("{value:#x}")
-}
-
-fn frame_report(frame: &Frame) -> FrameReport {
-    FrameReport {
-        address: hex(frame.address),
-        function: frame.function.clone(),
-        file: frame.file.clone(),
-        line: frame.line,
-        object: frame
-            .object
-            .as_ref()
-            .map(|path| path.to_string_lossy().into_owned()),
-        object_address: frame.object_address.map(hex),
-        inlined: frame.inlined,
-        unknown: frame.miss.as_ref().map(ToString::to_string),
-    }
-}
-
-fn unnamed_frame(address: u64, why: &str) -> FrameReport {
-    FrameReport {
-        address: hex(address),
-        function: None,
-        file: None,
-        line: None,
-        object: None,
-        object_address: None,
-        inlined: false,
-        unknown: Some(why.to_owned()),
     }
 }

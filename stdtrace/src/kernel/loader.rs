@@ -12,9 +12,9 @@ use stdtrace_common::{
     FailureKey, GoLayout, PipeState, ReaderGone, ThreadState, TracerConfig, counter,
 };
 
-use crate::{
+use super::{
     blocked::{BlockedError, BlockedSlots},
-    callpaths::CallPaths,
+    call_sites::CallPaths,
     parked::ParkedGoroutines,
 };
 

@@ -14,64 +14,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-
 use crate::{
+    errno::Errno,
     events::{Disposition, SigpipeEvent},
-    process::fd::{FdTarget, LastReader},
-    report::{FrameReport, GoReport, WriteReport},
+    report::record::{
+        BlockedState, Fate, FdTarget, LastReader, RecordType, SenderReport, SigpipeReport,
+        WriteReport,
+    },
 };
 
 const SIGPIPE: u32 = 13;
-
-/// Who sent a SIGPIPE that no write raised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SenderReport {
-    pub pid: u32,
-    pub comm: String,
-}
-
-/// `{"type":"sigpipe",...}`
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SigpipeReport {
-    #[serde(rename = "type")]
-    pub record_type: &'static str,
-    /// When the (first) SIGPIPE was generated.
-    pub ts_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    /// The fd of the write that raised it; `null` when no write did (sent by a process).
-    pub fd: Option<i32>,
-    /// How many SIGPIPEs (failed writes) on this fd.
-    pub count: u64,
-    /// `killed`, `ignored`, `handled` or `blocked`.
-    pub fate: &'static str,
-    /// When the fate was sealed: the exit of a killed process, the handler's run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fate_ts_ns: Option<u64>,
-    /// When the write that raised it had blocked (the pipe full, its reader not reading),
-    /// and for how long, if it was reported as a blocked write: the start of the story.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked_since_ns: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked_ms: Option<u64>,
-    /// The reader that went away.
-    pub reader: Option<LastReader>,
-    /// For a SIGPIPE sent by a process rather than raised by a write.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sent_by: Option<SenderReport>,
-    /// What the fd pointed at.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<FdTarget>,
-    pub stack: Vec<FrameReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub go: Option<GoReport>,
-}
-
-impl SigpipeReport {
-    pub const TYPE: &'static str = "sigpipe";
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Awaiting {
@@ -126,15 +78,7 @@ impl SigpipeTracker {
             let story = self
                 .stories
                 .entry((event.pid, fd))
-                .or_insert_with(|| Story {
-                    report: new_report(event, Some(fd)),
-                    disposition: event.disposition,
-                    blocked: event.blocked,
-                    go: false,
-                    awaiting: Awaiting::Write,
-                    told: false,
-                    ticks: 0,
-                });
+                .or_insert_with(|| Story::new(event, Some(fd), None));
             story.report.count += 1;
             return Vec::new();
         }
@@ -149,24 +93,13 @@ impl SigpipeTracker {
         {
             return Vec::new();
         }
-        let story = self
-            .stories
-            .entry((event.pid, NO_FD))
-            .or_insert_with(|| Story {
-                report: SigpipeReport {
-                    sent_by: Some(SenderReport {
-                        pid: event.sender_pid,
-                        comm: event.sender_comm.clone(),
-                    }),
-                    ..new_report(event, None)
-                },
-                disposition: event.disposition,
-                blocked: event.blocked,
-                go: false,
-                awaiting: Awaiting::Write,
-                told: false,
-                ticks: 0,
-            });
+        let story = self.stories.entry((event.pid, NO_FD)).or_insert_with(|| {
+            let sender = SenderReport {
+                pid: event.sender_pid,
+                comm: event.sender_comm.clone(),
+            };
+            Story::new(event, None, Some(sender))
+        });
         story.report.count += 1;
         story.disposition = event.disposition;
         story.blocked = event.blocked;
@@ -176,7 +109,9 @@ impl SigpipeTracker {
 
     /// A write's record. An EPIPE write that raised a SIGPIPE completes its story.
     pub fn write(&mut self, report: &WriteReport) -> Vec<SigpipeReport> {
-        if report.record_type == WriteReport::BLOCKED_WRITE && report.state == Some("resumed") {
+        if report.record_type == RecordType::BlockedWrite
+            && report.state == Some(BlockedState::Resumed)
+        {
             // The write that raised the SIGPIPE had blocked first: its resumed record comes
             // before its EPIPE record.
             if let Some(&(pid, fd)) = self.raised.get(&report.tid)
@@ -190,7 +125,7 @@ impl SigpipeTracker {
             }
             return Vec::new();
         }
-        if report.errno.as_deref() != Some("EPIPE") {
+        if report.errno != Some(Errno::EPIPE) {
             return Vec::new();
         }
         let Some((_, fd)) = self.raised.remove(&report.tid) else {
@@ -232,7 +167,7 @@ impl SigpipeTracker {
             debug_assert_eq!(*pid, event.pid);
             if story.awaiting == Awaiting::Delivery {
                 story.awaiting = Awaiting::Nothing;
-                story.report.fate = "handled";
+                story.report.fate = Fate::Handled;
                 story.report.fate_ts_ns = Some(event.ts_ns);
                 if !story.told {
                     story.told = true;
@@ -252,13 +187,13 @@ impl SigpipeTracker {
         for (_, story) in self.stories.range_mut((pid, i32::MIN)..=(pid, i32::MAX)) {
             let fate = match story.awaiting {
                 // Killed once: one record, whatever other fds it had stories on.
-                Awaiting::Exit | Awaiting::Write if killed && !killed_told => "killed",
+                Awaiting::Exit | Awaiting::Write if killed && !killed_told => Fate::Killed,
                 // A Go program that lived on after EPIPE on stdout or stderr caught SIGPIPE
                 // with signal.Notify.
-                Awaiting::Exit if story.go && !killed => "handled",
+                Awaiting::Exit if story.go && !killed => Fate::Handled,
                 _ => continue,
             };
-            killed_told |= fate == "killed";
+            killed_told |= fate == Fate::Killed;
             story.report.fate = fate;
             story.report.fate_ts_ns = Some(ts_ns);
             story.awaiting = Awaiting::Nothing;
@@ -297,7 +232,7 @@ impl SigpipeTracker {
             .filter(|story| story.told)
             .map(|story| {
                 let mut report = story.report.clone();
-                if report.fate != "killed"
+                if report.fate != Fate::Killed
                     && let Some(fd) = report.fd
                     && let Some(&count) = counts.get(&(report.pid, fd))
                 {
@@ -312,38 +247,49 @@ impl SigpipeTracker {
     }
 }
 
-fn new_report(event: &SigpipeEvent, fd: Option<i32>) -> SigpipeReport {
-    SigpipeReport {
-        record_type: SigpipeReport::TYPE,
-        ts_ns: event.ts_ns,
-        pid: event.pid,
-        tid: event.tid,
-        comm: String::new(),
-        fd,
-        count: 0,
-        fate: "pending",
-        fate_ts_ns: None,
-        blocked_since_ns: None,
-        blocked_ms: None,
-        reader: None,
-        sent_by: None,
-        target: None,
-        stack: Vec::new(),
-        go: None,
+impl Story {
+    /// The story a SIGPIPE starts: raised by a write on `fd`, or sent by `sent_by`.
+    fn new(event: &SigpipeEvent, fd: Option<i32>, sent_by: Option<SenderReport>) -> Self {
+        Story {
+            report: SigpipeReport {
+                record_type: RecordType::Sigpipe,
+                ts_ns: event.ts_ns,
+                pid: event.pid,
+                tid: event.tid,
+                comm: String::new(),
+                fd,
+                count: 0,
+                fate: Fate::Pending,
+                fate_ts_ns: None,
+                blocked_since_ns: None,
+                blocked_ms: None,
+                reader: None,
+                sent_by,
+                target: None,
+                stack: Vec::new(),
+                go: None,
+            },
+            disposition: event.disposition,
+            blocked: event.blocked,
+            go: false,
+            awaiting: Awaiting::Write,
+            told: false,
+            ticks: 0,
+        }
     }
 }
 
 /// What the disposition makes of the SIGPIPE; the story to tell now, if its fate is sealed.
 fn decide(story: &mut Story, is_go: bool, ts_ns: u64) -> Option<SigpipeReport> {
     let (fate, awaiting) = if story.blocked {
-        ("blocked", Awaiting::Nothing)
+        (Fate::Blocked, Awaiting::Nothing)
     } else {
         match story.disposition {
-            Disposition::Ignore => ("ignored", Awaiting::Nothing),
-            Disposition::Default => ("pending", Awaiting::Exit),
+            Disposition::Ignore => (Fate::Ignored, Awaiting::Nothing),
+            Disposition::Default => (Fate::Pending, Awaiting::Exit),
             // Go's runtime handles every SIGPIPE: the story is told if it dies of it.
-            Disposition::Handler(_) if is_go => ("pending", Awaiting::Exit),
-            Disposition::Handler(_) => ("pending", Awaiting::Delivery),
+            Disposition::Handler(_) if is_go => (Fate::Pending, Awaiting::Exit),
+            Disposition::Handler(_) => (Fate::Pending, Awaiting::Delivery),
         }
     };
     story.awaiting = awaiting;
@@ -367,7 +313,7 @@ fn reader_of(target: &FdTarget) -> Option<LastReader> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::samples::report;
+    use crate::report::record::{GoReport, samples::report};
 
     const PID: u32 = 812;
 
@@ -432,7 +378,7 @@ mod tests {
         );
         let told = tracker.exit(PID, 30, KILLED_BY_SIGPIPE);
         assert_eq!(told.len(), 1);
-        assert_eq!(told[0].fate, "killed");
+        assert_eq!(told[0].fate, Fate::Killed);
         assert_eq!(told[0].fd, Some(4));
         assert_eq!(told[0].fate_ts_ns, Some(30));
         assert_eq!(told[0].stack, epipe(4, false).stack);
@@ -446,7 +392,7 @@ mod tests {
         tracker.signal(&generated(Some(4), Disposition::Ignore, PID));
         let told = tracker.write(&epipe(4, false));
         assert_eq!(told.len(), 1);
-        assert_eq!(told[0].fate, "ignored");
+        assert_eq!(told[0].fate, Fate::Ignored);
         assert_eq!(told[0].count, 1);
         // Later EPIPE writes on the fd (their SIGPIPEs counted in the kernel) tell nothing.
         assert!(tracker.write(&epipe(4, false)).is_empty());
@@ -465,7 +411,7 @@ mod tests {
         assert!(tracker.write(&epipe(4, false)).is_empty());
         let told = tracker.signal(&delivered(handler));
         assert_eq!(told.len(), 1);
-        assert_eq!(told[0].fate, "handled");
+        assert_eq!(told[0].fate, Fate::Handled);
         assert_eq!(told[0].fate_ts_ns, Some(20));
     }
 
@@ -478,7 +424,7 @@ mod tests {
         });
         let told = tracker.write(&epipe(4, false));
         assert_eq!(told.len(), 1);
-        assert_eq!(told[0].fate, "blocked");
+        assert_eq!(told[0].fate, Fate::Blocked);
         assert!(tracker.exit(PID, 30, 0).is_empty());
     }
 
@@ -499,7 +445,7 @@ mod tests {
         );
         let told = tracker.exit(PID, 30, KILLED_BY_SIGPIPE);
         assert_eq!(told.len(), 1);
-        assert_eq!(told[0].fate, "killed");
+        assert_eq!(told[0].fate, Fate::Killed);
         assert_eq!(told[0].go.as_ref().and_then(|go| go.goid), Some(7));
         assert_eq!(told[0].sent_by, None);
         assert_eq!(tracker.summary(&HashMap::new()).len(), 1);
@@ -518,7 +464,7 @@ mod tests {
         let told = tracker.exit(PID, 30, 0);
         assert_eq!(told.len(), 1);
         assert_eq!(told[0].fd, Some(1));
-        assert_eq!(told[0].fate, "handled");
+        assert_eq!(told[0].fate, Fate::Handled);
         assert_eq!(tracker.summary(&HashMap::new()).len(), 1);
     }
 
@@ -551,7 +497,7 @@ mod tests {
         assert!(tracker.tick().is_empty());
         let told = tracker.tick();
         assert_eq!(told.len(), 1);
-        assert_eq!(told[0].fate, "ignored");
+        assert_eq!(told[0].fate, Fate::Ignored);
         assert!(told[0].stack.is_empty());
     }
 }

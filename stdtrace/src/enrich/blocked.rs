@@ -1,0 +1,206 @@
+//! Writes blocked right now, from the kernel's slots: which are stuck (blocked at least the
+//! stuck threshold and not reported yet), as events; and the writes that were blocked before
+//! stdtrace started, found in procfs and put in the slots as the scheduler program would have.
+//!
+//! The slots are behind [`SlotTable`] (`kernel::blocked` maps the real ones), the kernel's view
+//! of a thread behind [`Inspector`], so that this logic runs in tests without root.
+
+use stdtrace_common::{BlockedWrite, go_flags, syscall};
+
+use crate::{
+    enrich::{Inspector, go::GoTracker},
+    events::{ByteCount, WriteEvent, WriteOutcome, WriteSyscall, decode::saved_registers},
+    kernel::btf::RegsLayout,
+    process::{
+        activity::{self, SyscallState},
+        memory, status, syscalls,
+    },
+};
+
+/// A write blocked right now.
+#[derive(Clone, Copy)]
+pub struct Blocked {
+    /// Which slot, to mark it reported.
+    pub slot: usize,
+    pub write: BlockedWrite,
+}
+
+impl Blocked {
+    /// How long it has been blocked, as of `now_ns` (CLOCK_MONOTONIC).
+    pub fn blocked_ns(&self, now_ns: u64) -> u64 {
+        now_ns.saturating_sub(self.write.since_ns)
+    }
+
+    /// Whether it was already reported stuck.
+    pub fn reported(&self) -> bool {
+        self.write.reported_seq == self.write.seq
+    }
+}
+
+/// The kernel's slots of blocked writes.
+pub trait SlotTable {
+    /// Every slot holding a blocked write, as of now.
+    fn blocked(&self) -> Vec<Blocked>;
+    /// Marks a write reported stuck, so that its return is reported as resumed.
+    fn mark_reported(&mut self, blocked: &Blocked);
+    /// Fills the free slot of `write.tid` (a write blocked before stdtrace started); false if
+    /// the slot is taken.
+    fn adopt(&mut self, write: BlockedWrite) -> bool;
+    /// Frees the slot of `tid` if it still holds that thread's write.
+    fn release(&mut self, tid: u32);
+}
+
+/// Writes blocked at least `stuck_ns` and not reported yet, as events with their slots: their
+/// stacks read now from `/proc/PID/mem` (the thread is blocked: nothing moves it), with the
+/// registers saved when they blocked. The caller marks them reported once they are sent.
+pub fn newly_stuck(
+    slots: &dyn SlotTable,
+    now_ns: u64,
+    stuck_ns: u64,
+    regs_layout: &RegsLayout,
+    go: &mut GoTracker,
+) -> Vec<(Blocked, WriteEvent)> {
+    let all = slots.blocked();
+    log::trace!("{} writes blocked right now", all.len());
+    all.into_iter()
+        .filter(|blocked| !blocked.reported() && blocked.blocked_ns(now_ns) >= stuck_ns)
+        .filter_map(|blocked| {
+            let mut event = stuck_event(&blocked, now_ns, regs_layout)?;
+            // The kernel did not know it was Go when it blocked; it is still blocked, so its
+            // goroutine can be read from memory now.
+            if event.goroutine.is_none()
+                && let Some(program) = go.process(event.pid)
+                && let Ok(layout) = &program.kernel
+                && let Some(sp) = event.registers.and_then(|registers| registers.sp())
+            {
+                event.goroutine = Some(crate::enrich::go::read_goroutine(
+                    event.pid,
+                    layout,
+                    blocked.write.go.fsbase,
+                    sp,
+                ));
+            }
+            Some((blocked, event))
+        })
+        .collect()
+}
+
+/// The stuck write as an event; `None` if the thread is no longer in a write (it returned
+/// meanwhile, or is gone).
+fn stuck_event(blocked: &Blocked, now_ns: u64, regs_layout: &RegsLayout) -> Option<WriteEvent> {
+    let write = &blocked.write;
+    let sp = match activity::syscall_of(write.tgid, write.tid)? {
+        SyscallState::In { number, sp, .. } if syscalls::is_write(number) => sp,
+        _ => return None,
+    };
+    let syscall = WriteSyscall::from_raw(write.syscall)?;
+    let count = match syscall {
+        WriteSyscall::Write | WriteSyscall::Pwrite64 => ByteCount::Exact(write.count),
+        // The count argument of a vectored write is the number of iovecs.
+        _ => ByteCount::Unknown,
+    };
+    let registers =
+        (write.regs_len > 0).then(|| saved_registers(&write.regs, write.regs_len, regs_layout));
+    Some(WriteEvent {
+        ts_ns: now_ns,
+        pid: write.tgid,
+        tid: write.tid,
+        comm: status::comm_from_bytes(&write.comm),
+        syscall,
+        fd: write.fd,
+        count,
+        outcome: WriteOutcome::Stuck {
+            blocked_ns: blocked.blocked_ns(now_ns),
+        },
+        file: None,
+        registers,
+        stack: memory::read_stack(write.tgid, sp),
+        goroutine: (write.go.flags & go_flags::GO_PROCESS != 0).then_some(write.go),
+        running_g: None,
+    })
+}
+
+/// Finds the threads of `pid` blocked in a write right now (they blocked before stdtrace
+/// attached, so the scheduler program never saw them) and puts them in slots, with their
+/// registers, an estimate of when they blocked, and their goroutine. Returns how many.
+pub fn adopt_blocked_threads(
+    slots: &mut dyn SlotTable,
+    pid: u32,
+    inspector: &mut dyn Inspector,
+    go: &mut GoTracker,
+) -> usize {
+    let mut adopted = 0;
+    for tid in status::threads(pid) {
+        let Some(SyscallState::In {
+            number, args, sp, ..
+        }) = activity::syscall_of(pid, tid)
+        else {
+            continue;
+        };
+        if !syscalls::is_write(number) {
+            continue;
+        }
+        let Some(write) = blocked_thread(pid, tid, number, &args, sp, inspector, go) else {
+            continue;
+        };
+        if slots.adopt(write) {
+            // It may have returned meanwhile: then its slot must not linger.
+            match activity::syscall_of(pid, tid) {
+                Some(SyscallState::In { number: now, .. }) if now == number => adopted += 1,
+                _ => slots.release(tid),
+            }
+        }
+    }
+    adopted
+}
+
+/// The kernel's number for a write-family syscall, by its name.
+fn write_syscall(name: &str) -> Option<u32> {
+    Some(match name {
+        "write" => syscall::WRITE,
+        "writev" => syscall::WRITEV,
+        "pwrite64" => syscall::PWRITE64,
+        "pwritev" => syscall::PWRITEV,
+        "pwritev2" => syscall::PWRITEV2,
+        _ => return None,
+    })
+}
+
+/// A thread blocked in write-family syscall `number`, as a slot would hold it.
+fn blocked_thread(
+    pid: u32,
+    tid: u32,
+    number: i64,
+    args: &[u64; 6],
+    sp: u64,
+    inspector: &mut dyn Inspector,
+    go: &mut GoTracker,
+) -> Option<BlockedWrite> {
+    let syscall = write_syscall(syscalls::name(number)?)?;
+    let state = inspector.blocked_thread(pid, tid)?;
+    let goroutine = match go.process(pid).as_deref().map(|program| &program.kernel) {
+        Some(Ok(layout)) => crate::enrich::go::read_goroutine(pid, layout, state.fsbase, sp),
+        _ => Default::default(),
+    };
+    let mut comm = [0u8; 16];
+    if let Some(name) = status::comm(tid) {
+        let bytes = name.as_bytes();
+        let len = bytes.len().min(15);
+        comm[..len].copy_from_slice(&bytes[..len]);
+    }
+    Some(BlockedWrite {
+        tid,
+        tgid: pid,
+        seq: 0,
+        reported_seq: 0,
+        since_ns: state.asleep_since_ns(),
+        syscall,
+        fd: args[0] as u32 as i32,
+        count: args[2],
+        comm,
+        regs_len: state.regs_len,
+        _pad: 0,
+        regs: state.regs,
+        go: goroutine,
+    })
+}

@@ -1,0 +1,68 @@
+//! The kernel's records of goroutines parked in Go's netpoller after their write got EAGAIN
+//! (`PARKED`), and the per-process flags that say a process may have one (`PARKED_FLAGS`).
+//! `enrich::parked` decides which are still parked and reports them.
+
+use std::collections::BTreeSet;
+
+use aya::maps::{Array, HashMap, MapData};
+use stdtrace_common::{PARKED_ANY_SLOT, ParkedKey, ParkedWrite};
+
+use crate::enrich::parked::ParkedTable;
+
+/// The kernel's records of parked goroutines.
+pub struct ParkedGoroutines {
+    parked: HashMap<MapData, ParkedKey, ParkedWrite>,
+    flags: Array<MapData, u64>,
+    /// Process slots found with no parked goroutine at the last check.
+    empty_before: BTreeSet<u32>,
+}
+
+impl ParkedGoroutines {
+    pub fn new(
+        parked: HashMap<MapData, ParkedKey, ParkedWrite>,
+        flags: Array<MapData, u64>,
+    ) -> Self {
+        Self {
+            parked,
+            flags,
+            empty_before: BTreeSet::new(),
+        }
+    }
+}
+
+impl ParkedTable for ParkedGoroutines {
+    fn entries(&self) -> Vec<(ParkedKey, ParkedWrite)> {
+        self.parked.iter().filter_map(Result::ok).collect()
+    }
+
+    fn forget(&mut self, key: &ParkedKey) {
+        let _ = self.parked.remove(key);
+    }
+
+    fn mark_reported(&mut self, key: ParkedKey, parked: ParkedWrite) {
+        let reported = ParkedWrite {
+            reported: 1,
+            ..parked
+        };
+        if let Err(err) = self.parked.insert(key, reported, 0) {
+            log::debug!(
+                "marking goroutine {} of pid {} reported: {err}",
+                key.goid,
+                key.tgid
+            );
+        }
+    }
+
+    /// Clears the flags of process slots with no parked goroutine at this check and the one
+    /// before (a goroutine that parks between the two is seen by the second).
+    fn clear_flags(&mut self, occupied: &BTreeSet<u32>) {
+        let empty: BTreeSet<u32> = (0..=PARKED_ANY_SLOT)
+            .filter(|slot| !occupied.contains(slot))
+            .filter(|slot| self.flags.get(slot, 0).is_ok_and(|flag| flag != 0))
+            .collect();
+        for slot in empty.intersection(&self.empty_before) {
+            let _ = self.flags.set(*slot, 0, 0);
+        }
+        self.empty_before = empty;
+    }
+}

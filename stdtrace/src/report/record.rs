@@ -1,0 +1,679 @@
+//! Every record stdtrace serializes, in one place: what `--format json` prints (one object per
+//! line, documented in the README) and what the text renderer reads.
+//!
+//! This module is the pipeline's vocabulary: it imports nothing from the rest of the crate but
+//! the errno table, so that every stage can build records without an import circle. Record
+//! types, blocked states and SIGPIPE fates are enums that serialize to the documented strings;
+//! an errno keeps its number (for its description) and serializes as its name.
+
+use serde::Serialize;
+
+pub use crate::errno::Errno;
+
+/// The `type` of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordType {
+    /// A write that failed with a watched errno.
+    WriteError,
+    /// A write that blocked: slow, stuck, resumed or parked.
+    BlockedWrite,
+    /// Failures counted at a call site already reported.
+    Repeats,
+    /// A SIGPIPE and its fate.
+    Sigpipe,
+    /// The last line of every run.
+    Summary,
+}
+
+impl RecordType {
+    /// The name as it appears in the `type` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordType::WriteError => "write_error",
+            RecordType::BlockedWrite => "blocked_write",
+            RecordType::Repeats => "repeats",
+            RecordType::Sigpipe => "sigpipe",
+            RecordType::Summary => "summary",
+        }
+    }
+}
+
+/// How a blocked write stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockedState {
+    /// It returned after blocking at least `--slow`.
+    Slow,
+    /// Blocked at least `--stuck`, and not returned.
+    Stuck,
+    /// It returned after being reported stuck or parked.
+    Resumed,
+    /// A goroutine parked in Go's netpoller after EAGAIN.
+    Parked,
+}
+
+/// What became of a process that got SIGPIPE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fate {
+    /// The default action: the exit status says SIGPIPE killed it.
+    Killed,
+    /// SIG_IGN: the write got EPIPE and the process went on.
+    Ignored,
+    /// A handler ran.
+    Handled,
+    /// Pending in the thread's signal mask.
+    Blocked,
+    /// Not sealed yet: the exit or the handler will tell (never in a record told).
+    Pending,
+}
+
+/// One frame of a stack, as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FrameReport {
+    /// Runtime address, `0x`-prefixed hex: the pc for the first frame, the return address for
+    /// the others.
+    pub address: String,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The file the address is mapped from.
+    pub object: Option<String>,
+    /// The address inside that object (what `addr2line -e OBJECT` takes), `0x`-prefixed hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_address: Option<String>,
+    /// Expanded from inline debug info: the function was inlined into the next frame.
+    pub inlined: bool,
+    /// Why the frame could not be (fully) named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
+/// Where a goroutine was created: the `go` statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CreatedBy {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// `"go":{...}`: the goroutine behind an event in a Go process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GoReport {
+    /// The goroutine id, as `runtime.Stack` and panics print it; `null` when it could not be
+    /// read with certainty (`unknown` says why).
+    pub goid: Option<u64>,
+    /// The Go toolchain that built the program, e.g. `go1.25.5`.
+    pub version: String,
+    /// `running`, `syscall`, `waiting`, ... (`g.atomicstatus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    /// The goroutine that created this one (Go 1.21+).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_goid: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<CreatedBy>,
+    /// The thread was on its system stack (running C code called through cgo, or the
+    /// runtime) on behalf of the goroutine.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub system_stack: bool,
+    /// Why the goroutine is not known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+    /// A caveat on what is reported (e.g. runtime offsets guessed for an unknown Go version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<String>,
+}
+
+/// `{"type":"write_error",...}`: a write that failed with a watched errno; and
+/// `{"type":"blocked_write",...}`: a write that blocked (slow, stuck, resumed, parked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WriteReport {
+    #[serde(rename = "type")]
+    pub record_type: RecordType,
+    /// CLOCK_MONOTONIC nanoseconds: the syscall's exit, or when a stuck write was seen.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub syscall: &'static str,
+    pub fd: i32,
+    /// For a `write_error`: the errno it failed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<Errno>,
+    /// For a `blocked_write`: `slow`, `stuck`, `resumed` or `parked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<BlockedState>,
+    /// For a `blocked_write`: how long it was (or has been) blocked, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Bytes the caller asked to write; `null` if they could not be read.
+    pub count: Option<u64>,
+    /// `count` is a lower bound (a vectored write with many iovecs).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub count_partial: bool,
+    pub target: FdTarget,
+    pub stack: Vec<FrameReport>,
+    /// Why the stack ends where it does, when it ends early.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_end: Option<String>,
+    /// The goroutine, for a Go process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go: Option<GoReport>,
+    /// For a `write_error`: its call site's id. Later failures from the same call path are
+    /// counted in the kernel and reported as `repeats` of this site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<u32>,
+    /// Its call path was reported before: sent in full only because the kernel had not been
+    /// told the path yet. It is counted with the site's repeats, not printed again.
+    #[serde(skip)]
+    pub repeat: bool,
+}
+
+/// Failed writes of one (process, fd, errno, syscall).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Total {
+    pub pid: u32,
+    pub comm: String,
+    pub fd: i32,
+    pub errno: Errno,
+    pub syscall: &'static str,
+    /// How many writes failed this way: exact, counted in the kernel.
+    pub failures: u64,
+}
+
+/// A write still stuck when tracing stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StuckWrite {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub syscall: &'static str,
+    pub fd: i32,
+    /// How long it has been blocked, in milliseconds.
+    pub duration_ms: u64,
+    /// Its goroutine, for a Go process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goid: Option<u64>,
+}
+
+/// How a launched command ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CommandOutcome {
+    pub pid: u32,
+    /// Its exit code, or `128 + signal` if a signal killed it (what a shell shows in `$?`).
+    pub exit_code: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// Counters of what the kernel programs could not do, for diagnosis.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KernelCounters {
+    pub registers_unreadable: u64,
+    pub fd_unreadable: u64,
+    pub stack_unreadable: u64,
+    pub tally_full: u64,
+    pub children_followed: u64,
+    pub lifecycle_dropped: u64,
+    /// Writes that blocked (the writer slept in them), slow or not.
+    pub writes_blocked: u64,
+    /// Blocked writes not tracked because another blocked thread had their slot.
+    pub blocked_untracked: u64,
+    /// Slow or resumed write records the ring buffer had no room for.
+    pub blocked_dropped: u64,
+    /// Repeated failures not counted per call site because its map was full (still in the
+    /// totals and in `repeats`).
+    pub sites_full: u64,
+}
+
+/// `{"type":"summary",...}`: the last line of every run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub record_type: RecordType,
+    /// How long tracing ran, in milliseconds.
+    pub duration_ms: u64,
+    /// Why tracing stopped.
+    pub stopped: &'static str,
+    /// Failed writes matched in the kernel (exact, including those whose event was dropped).
+    pub failed_writes: u64,
+    /// Failed writes that reached stdtrace and were reported.
+    pub reported: u64,
+    /// Events the ring buffer had no room for: counted in `failed_writes` and `totals`, but
+    /// not reported one by one.
+    pub dropped: u64,
+    /// Failed writes from call paths already reported, counted in the kernel at their call
+    /// site (`repeats` records) instead of sent: `reported + dropped + repeats =
+    /// failed_writes`.
+    pub repeats: u64,
+    pub totals: Vec<Total>,
+    /// Blocked writes reported (slow, stuck, resumed).
+    pub blocked_writes: u64,
+    /// Writes blocked for at least the slow threshold when tracing stopped, still stuck.
+    pub stuck: Vec<StuckWrite>,
+    /// Every SIGPIPE story, with its final count (without the stacks told already).
+    pub sigpipes: Vec<SigpipeReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandOutcome>,
+    pub kernel: KernelCounters,
+}
+
+/// `{"type":"repeats",...}`: failed writes counted in the kernel at a call site already
+/// reported, since its first report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RepeatReport {
+    #[serde(rename = "type")]
+    pub record_type: RecordType,
+    pub pid: u32,
+    pub comm: String,
+    pub syscall: &'static str,
+    pub fd: i32,
+    pub errno: Errno,
+    /// The call site: the `site` of the `write_error` whose stack these repeat.
+    pub site: u32,
+    /// How many so far (after the reported ones), exact.
+    pub count: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+}
+
+/// Who sent a SIGPIPE that no write raised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SenderReport {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// `{"type":"sigpipe",...}`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SigpipeReport {
+    #[serde(rename = "type")]
+    pub record_type: RecordType,
+    /// When the (first) SIGPIPE was generated.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// The fd of the write that raised it; `null` when no write did (sent by a process).
+    pub fd: Option<i32>,
+    /// How many SIGPIPEs (failed writes) on this fd.
+    pub count: u64,
+    /// `killed`, `ignored`, `handled` or `blocked`.
+    pub fate: Fate,
+    /// When the fate was sealed: the exit of a killed process, the handler's run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fate_ts_ns: Option<u64>,
+    /// When the write that raised it had blocked (the pipe full, its reader not reading),
+    /// and for how long, if it was reported as a blocked write: the start of the story.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_since_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_ms: Option<u64>,
+    /// The reader that went away.
+    pub reader: Option<LastReader>,
+    /// For a SIGPIPE sent by a process rather than raised by a write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<SenderReport>,
+    /// What the fd pointed at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<FdTarget>,
+    pub stack: Vec<FrameReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go: Option<GoReport>,
+}
+
+/// What kind of thing an fd points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Pipe,
+    Fifo,
+    Pty,
+    Tty,
+    Socket,
+    File,
+    Char,
+    Other,
+}
+
+/// A process holding one end of what an fd points at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    pub pid: u32,
+    pub comm: String,
+    /// Its fds that refer to it.
+    pub fds: Vec<i32>,
+    /// What it is doing, when that matters (the reader of a blocked write).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
+}
+
+/// The process that held a pipe's read end last and let it go, as the kernel remembered it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastReader {
+    pub pid: u32,
+    pub comm: String,
+    /// It has exited (whether or not it closed the read end first).
+    pub exited: bool,
+    /// When it exited (CLOCK_MONOTONIC nanoseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_ts_ns: Option<u64>,
+    /// When it closed the read end, if it did so before exiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_ts_ns: Option<u64>,
+}
+
+/// What an fd points at, for reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FdTarget {
+    pub kind: TargetKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
+    /// The path for files, FIFOs and terminals; `pipe:[N]`-style names for the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For a pty, its number (`/dev/pts/N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pts: Option<u32>,
+    /// Whether the writer's open file is non-blocking (`O_NONBLOCK`): EAGAIN instead of waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonblocking: Option<bool>,
+    /// Processes that can read what is written: the read end of a pipe or FIFO, the master side
+    /// of a pty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readers: Option<Vec<Peer>>,
+    /// Processes holding the write end of a pipe or FIFO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writers: Option<Vec<Peer>>,
+    /// For a pipe or FIFO: how many read ends were open when the write failed, as the kernel
+    /// counted them (holders that exited since are counted here but not in `readers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_ends: Option<u32>,
+    /// Likewise for write ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_ends: Option<u32>,
+    /// For a pipe or FIFO: how many bytes it holds when full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+    /// For a pipe or FIFO: bytes written and not read yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    /// For a socket: its family, addresses or peer, and queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<SocketInfo>,
+    /// For a pipe nobody reads any more: who held the read end last, and when it let go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reader: Option<LastReader>,
+    /// Why something could not be found out, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
+/// A socket, described.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SocketInfo {
+    /// `unix`, `tcp`, `tcp6`, `udp`, `udp6`, or `other`.
+    pub family: &'static str,
+    /// For a unix socket: `stream`, `dgram` or `seqpacket`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_type: Option<&'static str>,
+    /// `established`, `listen`, `close-wait`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// The local address (`127.0.0.1:8080`), or a unix socket's path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    /// The remote address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// The inode of the socket at the other end: a unix socket's peer, or the local end of a
+    /// loopback TCP connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_inode: Option<u64>,
+    /// Bytes sent and not yet taken by the other end (`tx_queue`; a unix socket's
+    /// `wqueue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_queue: Option<u64>,
+    /// Bytes received and not yet read here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_queue: Option<u64>,
+}
+
+/// What a process is doing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Activity {
+    /// `running`, `sleeping`, `disk-sleep`, `stopped`, `zombie`, ...
+    pub state: &'static str,
+    /// The kernel function it sleeps in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    /// The system call it is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// It is reading one of the fds given to `process::activity::of_process` (a pipe's reader doing its job).
+    pub reading: bool,
+    /// It is itself blocked writing: stuck in a write of its own (a pipeline backing up).
+    pub blocked: bool,
+}
+
+/// Reports for unit tests.
+#[cfg(test)]
+pub mod samples {
+    use super::*;
+
+    pub fn frame(address: &str, function: Option<&str>, line: Option<u32>) -> FrameReport {
+        FrameReport {
+            address: address.into(),
+            function: function.map(Into::into),
+            file: line.map(|_| "/src/writer.c".into()),
+            line,
+            object: Some("/usr/bin/writer".into()),
+            object_address: Some("0x1234".into()),
+            inlined: false,
+            unknown: function
+                .is_none()
+                .then(|| "no symbol covers this address".into()),
+        }
+    }
+
+    pub fn report() -> WriteReport {
+        WriteReport {
+            record_type: RecordType::WriteError,
+            ts_ns: 1,
+            pid: 812,
+            tid: 812,
+            comm: "writer".into(),
+            syscall: "write",
+            fd: 4,
+            errno: Some(Errno::EPIPE),
+            state: None,
+            duration_ms: None,
+            count: Some(1),
+            count_partial: false,
+            target: FdTarget {
+                kind: TargetKind::Pipe,
+                inode: Some(40213),
+                path: Some("pipe:[40213]".into()),
+                pts: None,
+                nonblocking: Some(false),
+                read_ends: Some(0),
+                write_ends: Some(1),
+                capacity: None,
+                queued: None,
+                socket: None,
+                last_reader: None,
+                readers: Some(vec![]),
+                writers: Some(vec![Peer {
+                    pid: 812,
+                    comm: "writer".into(),
+                    fds: vec![4],
+                    activity: None,
+                }]),
+                unknown: None,
+            },
+            stack: vec![
+                frame("0x7f0000001000", Some("write"), None),
+                frame("0x401234", Some("emit_epipe"), Some(42)),
+                frame("0x401300", None, None),
+            ],
+            stack_end: Some("reached the outermost frame".into()),
+            go: None,
+            site: None,
+            repeat: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn write_error() -> WriteReport {
+        WriteReport {
+            record_type: RecordType::WriteError,
+            ts_ns: 5,
+            pid: 812,
+            tid: 813,
+            comm: "writer".into(),
+            syscall: "write",
+            fd: 4,
+            errno: Some(Errno::EPIPE),
+            state: None,
+            duration_ms: None,
+            count: Some(1),
+            count_partial: false,
+            target: FdTarget {
+                kind: TargetKind::Pipe,
+                inode: Some(40213),
+                path: Some("pipe:[40213]".into()),
+                pts: None,
+                nonblocking: Some(false),
+                readers: Some(vec![]),
+                writers: Some(vec![Peer {
+                    pid: 812,
+                    comm: "writer".into(),
+                    fds: vec![4],
+                    activity: None,
+                }]),
+                read_ends: Some(0),
+                write_ends: Some(1),
+                capacity: None,
+                queued: None,
+                socket: None,
+                last_reader: None,
+                unknown: None,
+            },
+            stack: vec![FrameReport {
+                address: "0x401000".into(),
+                function: Some("emit_epipe".into()),
+                file: Some("/src/writer.c".into()),
+                line: Some(42),
+                object: Some("/opt/writer".into()),
+                object_address: Some("0x1000".into()),
+                inlined: false,
+                unknown: None,
+            }],
+            stack_end: None,
+            go: None,
+            site: None,
+            repeat: false,
+        }
+    }
+
+    /// The JSON Lines schema is a contract (documented in the README): these are its exact
+    /// field names and shapes.
+    #[test]
+    fn write_error_schema() {
+        let value = serde_json::to_value(write_error()).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "type": "write_error", "ts_ns": 5, "pid": 812, "tid": 813, "comm": "writer",
+                "syscall": "write", "fd": 4, "errno": "EPIPE", "count": 1,
+                "target": {
+                    "kind": "pipe", "inode": 40213, "path": "pipe:[40213]", "nonblocking": false,
+                    "readers": [], "writers": [{"pid": 812, "comm": "writer", "fds": [4]}],
+                    "read_ends": 0, "write_ends": 1
+                },
+                "stack": [{
+                    "address": "0x401000", "function": "emit_epipe", "file": "/src/writer.c",
+                    "line": 42, "object": "/opt/writer", "object_address": "0x1000",
+                    "inlined": false
+                }]
+            })
+        );
+        let mut partial = write_error();
+        partial.count_partial = true;
+        partial.stack_end = Some("stack copy exhausted".into());
+        partial.stack[0].function = None;
+        partial.stack[0].unknown = Some("no symbol covers 0x1000 (stripped)".into());
+        let value = serde_json::to_value(partial).unwrap();
+        assert_eq!(value["count_partial"], true);
+        assert_eq!(value["stack_end"], "stack copy exhausted");
+        assert_eq!(value["stack"][0]["function"], Value::Null);
+        assert_eq!(
+            value["stack"][0]["unknown"],
+            "no symbol covers 0x1000 (stripped)"
+        );
+    }
+
+    #[test]
+    fn summary_schema() {
+        let summary = Summary {
+            record_type: RecordType::Summary,
+            duration_ms: 1203,
+            stopped: "the command exited",
+            failed_writes: 11,
+            reported: 8,
+            dropped: 0,
+            repeats: 3,
+            totals: vec![Total {
+                pid: 812,
+                comm: "writer".into(),
+                fd: 4,
+                errno: Errno::EPIPE,
+                syscall: "write",
+                failures: 5,
+            }],
+            blocked_writes: 1,
+            stuck: vec![StuckWrite {
+                pid: 9,
+                tid: 10,
+                comm: "app".into(),
+                syscall: "write",
+                fd: 1,
+                duration_ms: 42000,
+                goid: Some(17),
+            }],
+            sigpipes: Vec::new(),
+            command: Some(CommandOutcome {
+                pid: 812,
+                exit_code: 141,
+                signal: Some(13),
+            }),
+            kernel: KernelCounters::default(),
+        };
+        assert_eq!(
+            serde_json::to_value(summary).unwrap(),
+            json!({
+                "type": "summary", "duration_ms": 1203, "stopped": "the command exited",
+                "failed_writes": 11, "reported": 8, "dropped": 0, "repeats": 3,
+                "totals": [{"pid": 812, "comm": "writer", "fd": 4, "errno": "EPIPE",
+                            "syscall": "write", "failures": 5}],
+                "blocked_writes": 1,
+                "stuck": [{"pid": 9, "tid": 10, "comm": "app", "syscall": "write", "fd": 1,
+                           "duration_ms": 42000, "goid": 17}],
+                "sigpipes": [],
+                "command": {"pid": 812, "exit_code": 141, "signal": 13},
+                "kernel": {"registers_unreadable": 0, "fd_unreadable": 0, "stack_unreadable": 0,
+                           "tally_full": 0, "children_followed": 0, "lifecycle_dropped": 0,
+                           "writes_blocked": 0, "blocked_untracked": 0, "blocked_dropped": 0,
+                           "sites_full": 0}
+            })
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! One tracing run: check privileges, read BTF, load and attach the programs, launch or attach
+//! to the targets, report events as they come, and end with a summary.
+
+mod exits;
+pub mod launch;
+mod pipeline;
+pub mod reporter;
+pub mod summary;
+
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use stdtrace_common::TracerConfig;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use self::{
+    exits::watch_exit,
+    launch::{ExitStatus, HeldChild},
+    pipeline::Session,
+    reporter::{Reporter, ToReporter},
+    summary::{Ending, Stop},
+};
+use crate::{
+    cli::{Config, Format, Mode},
+    enrich::{blocked, capture::Capture, go::GoTracker},
+    errno,
+    kernel::{
+        btf::{self, Btf, RegsLayout},
+        loader::{DEFAULT_RING_BYTES, Tracer},
+        privileges, tracefs,
+    },
+    process::{perf_mmap::MmapWatch, status},
+    report::{Clock, JsonOutput, Output, TextOutput},
+};
+
+/// How often text output reports repeats and the event loop checks its deadlines.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Counts of repeated failures are read from the kernel every this many ticks (once a second).
+const REPEATS_EVERY_TICKS: u64 = 4;
+
+/// How long to wait for a launched command to finish after Ctrl-C (it got the signal too).
+const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs stdtrace and returns the exit code for the process.
+pub async fn run(config: Config) -> Result<i32> {
+    let capabilities = privileges::effective_capabilities().unwrap_or(0);
+    privileges::check(capabilities)?;
+
+    let btf = Btf::from_path(&config.btf)?;
+    let layout = btf::kernel_layout(&btf).context("reading kernel struct offsets from BTF")?;
+    let regs_layout = RegsLayout::from_btf(&btf).context("reading struct pt_regs from BTF")?;
+    drop(btf);
+    tracefs::ensure_mounted()?;
+
+    let mut tracer_config = TracerConfig::INERT;
+    tracer_config.self_tgid = std::process::id();
+    tracer_config.targets_only = u32::from(config.mode != Mode::NodeWide);
+    tracer_config.kernel = layout;
+    for &number in &config.errnos {
+        tracer_config.watch_errno(number);
+    }
+    tracer_config.slow_ns = u64::try_from(config.slow.as_nanos()).unwrap_or(u64::MAX);
+    let mut tracer = Tracer::load(&tracer_config, DEFAULT_RING_BYTES, config.hook)?;
+
+    // Targets go in before anything is attached; a launched command is held until then.
+    let mut go = GoTracker::new(match tracer.take_go_processes() {
+        Ok(map) => Some(map),
+        Err(err) => {
+            log::warn!("goroutines will not be read: {err:#}");
+            None
+        }
+    });
+    let mut held = None;
+    let mut exits = None;
+    match &config.mode {
+        Mode::Launch { program, argv } => {
+            let child = HeldChild::spawn(program, argv)?;
+            tracer.add_target(child.pid())?;
+            go.process_will_run(child.pid(), program);
+            held = Some(child);
+        }
+        Mode::Attach { pids } => {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            for &pid in pids {
+                tracer.add_target(pid)?;
+                watch_exit(pid, sender.clone())?;
+            }
+            exits = Some((receiver, pids.len()));
+        }
+        Mode::NodeWide => {}
+    }
+    // Watching mappings before anything runs lets stacks of writers that exit at once be named.
+    let mmap_watch = match MmapWatch::open() {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            log::warn!(
+                "not watching mappings ({err}); stacks of writers that exit at once may go unnamed"
+            );
+            None
+        }
+    };
+    let mut blocked = match tracer.take_blocked_slots() {
+        Ok(slots) => Some(slots),
+        Err(err) => {
+            log::warn!("stuck writes will only be reported when they return: {err:#}");
+            None
+        }
+    };
+    let parked = match tracer.take_parked() {
+        Ok(parked) => Some(parked),
+        Err(err) => {
+            log::warn!("goroutines parked after EAGAIN will not be reported: {err:#}");
+            None
+        }
+    };
+    tracer.attach()?;
+    let events = tracer.take_events()?;
+    let mut capture = Capture::new();
+    // Who reads what the targets write: its exit (or close) is remembered for the EPIPE story.
+    match &config.mode {
+        // The command inherits stdtrace's own fds.
+        Mode::Launch { .. } => capture.watch_readers_of(&[std::process::id()], &mut tracer),
+        Mode::Attach { pids } => capture.watch_readers_of(pids, &mut tracer),
+        Mode::NodeWide => {}
+    }
+    match &config.mode {
+        Mode::Attach { pids } => {
+            for &pid in pids {
+                capture.track(pid);
+                go.process(pid);
+            }
+        }
+        // Go processes that already run are found over the first ticks.
+        Mode::NodeWide => go.sweep_existing(),
+        Mode::Launch { .. } => {}
+    }
+    // Writers already blocked when tracing starts: the scheduler program never saw them go to
+    // sleep, so they are looked for now.
+    if let Some(slots) = &mut blocked {
+        let existing: Vec<u32> = match &config.mode {
+            Mode::Attach { pids } => pids.clone(),
+            Mode::NodeWide => status::all_processes(),
+            Mode::Launch { .. } => Vec::new(),
+        };
+        let own = std::process::id();
+        let found: usize = existing
+            .into_iter()
+            .filter(|pid| *pid != own)
+            .map(|pid| blocked::adopt_blocked_threads(slots, pid, &mut tracer, &mut go))
+            .sum();
+        if found > 0 {
+            log::info!("{found} writes were already blocked when tracing started");
+        }
+    }
+    let started = Instant::now();
+    announce(&config, held.as_ref().map(HeldChild::pid));
+
+    let mut command_exit = None;
+    let mut launched_pid = None;
+    if let Some(child) = held.take() {
+        let pid = child.release()?;
+        launched_pid = Some(pid);
+        command_exit = Some(tokio::task::spawn_blocking(move || {
+            launch::wait_for_exit(pid)
+        }));
+    }
+
+    let call_paths = match tracer.take_call_paths() {
+        Ok(call_paths) => Some(call_paths),
+        Err(err) => {
+            log::warn!("repeated failures will not be counted in the kernel: {err:#}");
+            None
+        }
+    };
+    let (learned_sender, learned) = std::sync::mpsc::channel();
+    let mut session = Session {
+        reporter: Reporter::spawn(make_output(&config), learned_sender)?,
+        call_paths,
+        learned,
+        ticks: 0,
+        tracer,
+        blocked,
+        parked,
+        stuck_ns: u64::try_from(config.stuck.as_nanos()).unwrap_or(u64::MAX),
+        capture,
+        go,
+        mmap_watch,
+        regs_layout,
+        comms: HashMap::new(),
+    };
+    // SAFETY: the ring buffer owns its map descriptor, which stays open and unchanged for as
+    // long as the AsyncFd owns the ring buffer.
+    let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("watching the ring buffer")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let deadline = config
+        .duration
+        .map(|duration| tokio::time::Instant::now() + duration);
+    let mut ticker = tokio::time::interval(TICK);
+    let mut command_status: Option<ExitStatus> = None;
+
+    let stop = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting for the ring buffer")?;
+                // Cleared before draining: a record committed after the drain's last read
+                // wakes the next wait instead of being lost with the cleared readiness.
+                guard.clear_ready();
+                session.drain(guard.get_inner_mut());
+                if session.reporter.closed() {
+                    break Stop::OutputClosed;
+                }
+            }
+            status = optional(command_exit.as_mut()) => {
+                command_status = Some(
+                    status
+                        .context("waiting for the command")?
+                        .context("waiting for the command")?,
+                );
+                break Stop::CommandExited;
+            }
+            _ = optional(exits.as_mut().map(|(receiver, _)| receiver.recv())) => {
+                if let Some((_, remaining)) = exits.as_mut() {
+                    *remaining -= 1;
+                    if *remaining == 0 {
+                        break Stop::TargetsExited;
+                    }
+                }
+            }
+            _ = interrupt.recv() => break Stop::Interrupted,
+            _ = terminate.recv() => break Stop::Terminated,
+            _ = optional(deadline.map(tokio::time::sleep_until)) => break Stop::Duration,
+            _ = ticker.tick() => {
+                session.drain(ring.get_mut());
+                session.ticks += 1;
+                if session.ticks.is_multiple_of(REPEATS_EVERY_TICKS) {
+                    session.report_repeats();
+                }
+                session.report_stuck();
+                session.report_parked();
+                session.go.tick();
+                session.reporter.send(ToReporter::Tick);
+                if session.reporter.closed() {
+                    break Stop::OutputClosed;
+                }
+            }
+        }
+    };
+
+    if stop == Stop::Interrupted
+        && let Some(waiter) = command_exit.as_mut()
+        && let Ok(Ok(Ok(status))) = tokio::time::timeout(INTERRUPT_GRACE, waiter).await
+    {
+        command_status = Some(status);
+    }
+    // Everything the targets did before they exited is already in the ring buffer.
+    session.drain(ring.get_mut());
+    let elapsed = started.elapsed();
+
+    session.report_repeats();
+    let ending = Ending::read(
+        &session.tracer,
+        session.call_paths.as_ref(),
+        session.still_stuck(),
+        std::mem::take(&mut session.comms),
+        (stop, elapsed, launched_pid.zip(command_status)),
+    )?;
+    session.reporter.finish(ending);
+
+    Ok(match (launched_pid, command_status, stop) {
+        (Some(_), Some(status), _) => status.shell_code(),
+        (_, _, Stop::Interrupted) => 130,
+        (_, _, Stop::Terminated) => 143,
+        _ => 0,
+    })
+}
+
+/// Awaits `future` if there is one; otherwise never completes (a disabled `select!` branch).
+async fn optional<F: std::future::Future>(future: Option<F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells the user, on stderr, what is being traced (tests wait for this line too).
+fn announce(config: &Config, launched: Option<u32>) {
+    let what = match (&config.mode, launched) {
+        (Mode::Launch { argv, .. }, Some(pid)) => format!(
+            "tracing pid {pid} ({}) and its children",
+            argv.first()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        (Mode::Attach { pids }, _) => format!(
+            "tracing pid {}",
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "tracing every process on this host".to_owned(),
+    };
+    let errnos: Vec<String> = config.errnos.iter().map(|&n| errno::name(n)).collect();
+    eprintln!(
+        "stdtrace: {what}: writes failing with {}",
+        errnos.join(", ")
+    );
+}
+
+fn make_output(config: &Config) -> Output {
+    let stdout: Box<dyn Write + Send> = Box::new(io::BufWriter::new(io::stdout()));
+    match config.format {
+        Format::Text => Output::Text(TextOutput::new(
+            stdout,
+            config.color,
+            config.quiet,
+            Clock::now(),
+        )),
+        Format::Json => Output::Json {
+            json: JsonOutput::new(stdout),
+            quiet: config.quiet,
+        },
+    }
+}

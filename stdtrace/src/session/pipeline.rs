@@ -1,0 +1,221 @@
+//! The session's event path: reading the ring buffer, capturing at once what could vanish,
+//! and handing batches to the reporter; each tick, the stuck writes, parked goroutines and
+//! repeat counts the kernel keeps.
+
+use std::collections::HashMap;
+
+use aya::maps::{MapData, RingBuf};
+
+use super::reporter::{Reporter, ToReporter};
+use crate::{
+    enrich,
+    enrich::{
+        blocked::{self, SlotTable},
+        call_path::Learned,
+        capture::Capture,
+        go::GoTracker,
+    },
+    events::{self, Record, WriteEvent},
+    kernel::{
+        blocked::BlockedSlots, btf::RegsLayout, call_sites::CallPaths, loader::Tracer,
+        parked::ParkedGoroutines,
+    },
+    process::{perf_mmap::MmapWatch, status},
+};
+
+/// Records read from the ring buffer per wake-up, at most.
+const DRAIN_LIMIT: usize = 4096;
+
+/// Write events captured and handed to the reporter together, at most.
+const BATCH_LIMIT: usize = 32;
+
+pub struct Session {
+    pub reporter: Reporter,
+    /// The kernel's fingerprints of reported call paths and its counts of their repeats.
+    pub call_paths: Option<CallPaths>,
+    /// Call paths the reporter met for the first time, for `call_paths`.
+    pub learned: std::sync::mpsc::Receiver<Vec<(Learned, u32)>>,
+    pub ticks: u64,
+    pub tracer: Tracer,
+    /// The kernel's slots of writes blocked right now.
+    pub blocked: Option<BlockedSlots>,
+    /// The kernel's records of goroutines parked after EAGAIN.
+    pub parked: Option<ParkedGoroutines>,
+    /// How long a write must have been blocked to be reported stuck.
+    pub stuck_ns: u64,
+    pub capture: Capture,
+    pub go: GoTracker,
+    pub mmap_watch: Option<MmapWatch>,
+    pub regs_layout: RegsLayout,
+    /// Last known command name of every process seen, for the summary.
+    pub comms: HashMap<u32, String>,
+}
+
+impl Session {
+    /// Reads everything in the ring buffer, captures what could vanish, and hands the events
+    /// to the reporter.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        // Keeps the mapping records' buffers from filling up while no write is captured.
+        self.drain_mappings();
+        self.learn();
+        let mut batch: Vec<WriteEvent> = Vec::new();
+        let mut read = 0;
+        // Bounded, so that an error storm cannot keep the loop from its ticks; what is left
+        // is read at the next wake-up or tick.
+        while read < DRAIN_LIMIT
+            && let Some(item) = ring.next()
+        {
+            read += 1;
+            match events::decode(&item, &self.regs_layout) {
+                Ok(Record::Write(event)) => {
+                    self.comms.insert(event.pid, event.comm.clone());
+                    batch.push(*event);
+                    // Small batches: the first failure of a call path is named, and its path
+                    // handed back to the kernel, while a storm's next failures are still
+                    // coming; and the events in flight (16 KiB of stack each) stay few.
+                    if batch.len() >= BATCH_LIMIT {
+                        self.capture_and_report(std::mem::take(&mut batch));
+                    }
+                }
+                Ok(Record::Exec { pid, comm, .. }) => {
+                    self.comms.insert(pid, comm);
+                    // Writes before the exec belong to the old image.
+                    if !batch.is_empty() {
+                        self.capture_and_report(std::mem::take(&mut batch));
+                    }
+                    self.capture.process_replaced(pid);
+                    self.go.process_replaced(pid);
+                }
+                Ok(Record::Exit {
+                    pid,
+                    ts_ns,
+                    exit_code,
+                }) => {
+                    self.capture.process_exited(pid);
+                    self.go.process_exited(pid);
+                    if let Some(call_paths) = &mut self.call_paths {
+                        call_paths.process_exited(pid);
+                    }
+                    // In order with the writes before it: they are what a SIGPIPE story needs.
+                    if !batch.is_empty() {
+                        self.capture_and_report(std::mem::take(&mut batch));
+                    }
+                    self.reporter.send(ToReporter::Exit {
+                        pid,
+                        ts_ns,
+                        exit_code,
+                    });
+                }
+                Ok(Record::Sigpipe(event)) => {
+                    if !batch.is_empty() {
+                        self.capture_and_report(std::mem::take(&mut batch));
+                    }
+                    self.reporter.send(ToReporter::Sigpipe(event));
+                }
+                Err(err) => log::warn!("skipping a record from the kernel: {err}"),
+            }
+        }
+        if !batch.is_empty() {
+            self.capture_and_report(batch);
+        }
+    }
+
+    /// Hands call paths the reporter met for the first time to the kernel.
+    fn learn(&mut self) {
+        let Some(call_paths) = &mut self.call_paths else {
+            return;
+        };
+        for (learned, site) in self.learned.try_iter().flatten() {
+            match call_paths.learn(&learned, site) {
+                Ok(true) => {}
+                Ok(false) => log::debug!(
+                    "call site {site} of pid {} is not counted in the kernel (no room)",
+                    learned.pid
+                ),
+                Err(err) => log::debug!("learning call site {site}: {err}"),
+            }
+        }
+    }
+
+    /// Reports the counts of repeated failures that changed.
+    pub fn report_repeats(&mut self) {
+        let Some(call_paths) = &mut self.call_paths else {
+            return;
+        };
+        let comms = &self.comms;
+        let changed = call_paths.changed(|pid| {
+            comms
+                .get(&pid)
+                .cloned()
+                .or_else(|| status::comm(pid))
+                .unwrap_or_else(|| "?".to_owned())
+        });
+        if !changed.is_empty() {
+            self.reporter.send(ToReporter::Repeats(changed));
+        }
+    }
+
+    fn drain_mappings(&mut self) {
+        if let Some(watch) = &mut self.mmap_watch {
+            let capture = &mut self.capture;
+            watch.drain(|event| capture.space_event(event));
+        }
+    }
+
+    fn capture_and_report(&mut self, batch: Vec<WriteEvent>) {
+        self.learn();
+        // Mappings first, read now rather than when the drain began (the ring buffer may have
+        // been read for a while since): every mapping made before these writes is in them.
+        self.drain_mappings();
+        let captured = self.capture.capture(batch, &mut self.go, &mut self.tracer);
+        self.reporter.send(ToReporter::Writes(captured));
+    }
+
+    /// Reports goroutines parked in Go's netpoller for at least the stuck threshold.
+    pub fn report_parked(&mut self) {
+        let Some(parked) = &mut self.parked else {
+            return;
+        };
+        let events = enrich::parked::newly_parked(
+            parked,
+            events::monotonic_ns(),
+            self.stuck_ns,
+            &mut self.go,
+        );
+        if !events.is_empty() {
+            self.capture_and_report(events);
+        }
+    }
+
+    /// Reports writes blocked for at least the stuck threshold that have not returned, once
+    /// each, while they are still stuck.
+    pub fn report_stuck(&mut self) {
+        let Some(slots) = &self.blocked else {
+            return;
+        };
+        let now = events::monotonic_ns();
+        let stuck =
+            blocked::newly_stuck(slots, now, self.stuck_ns, &self.regs_layout, &mut self.go);
+        if stuck.is_empty() {
+            return;
+        }
+        let (reported, events): (Vec<_>, Vec<_>) = stuck.into_iter().unzip();
+        for event in &events {
+            self.comms.insert(event.pid, event.comm.clone());
+        }
+        self.capture_and_report(events);
+        if let Some(slots) = &mut self.blocked {
+            for blocked in &reported {
+                slots.mark_reported(blocked);
+            }
+        }
+    }
+
+    /// Writes still stuck now, for the summary.
+    pub fn still_stuck(&self) -> Vec<crate::report::record::StuckWrite> {
+        self.blocked
+            .as_ref()
+            .map(|slots| super::summary::still_stuck(slots, self.stuck_ns))
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,218 @@
+//! The summary: the one place every field of the last record is built.
+//!
+//! Its parts come from two sides. What the kernel counted (exact totals, drops, SIGPIPEs per
+//! fd) and what is still stuck are read once tracing has stopped ([`Ending::read`]); what was
+//! told (reports, blocked writes, folded repeats, SIGPIPE stories) is known to the reporter
+//! ([`Told`]). [`build`] puts them together.
+
+use std::{collections::HashMap, time::Duration};
+
+use stdtrace_common::{FailureKey, counter};
+
+use super::launch::ExitStatus;
+use crate::{
+    aggregate::sigpipe::SigpipeTracker,
+    enrich::blocked::SlotTable,
+    errno::Errno,
+    events::{self, WriteSyscall},
+    kernel::{call_sites::CallPaths, loader::Tracer},
+    process::status,
+    report::record::{CommandOutcome, KernelCounters, RecordType, StuckWrite, Summary, Total},
+};
+
+/// Why tracing stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    CommandExited,
+    TargetsExited,
+    Duration,
+    Interrupted,
+    Terminated,
+    OutputClosed,
+}
+
+impl Stop {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stop::CommandExited => "the command exited",
+            Stop::TargetsExited => "every target exited",
+            Stop::Duration => "the duration ran out",
+            Stop::Interrupted => "interrupted",
+            Stop::Terminated => "terminated",
+            Stop::OutputClosed => "the output was closed",
+        }
+    }
+}
+
+/// Failures per (pid, fd, errno, syscall).
+pub type Failures = HashMap<(u32, i32, u32, u32), u64>;
+
+/// What the session and the kernel know when tracing has stopped.
+pub struct Ending {
+    pub stop: Stop,
+    pub elapsed: Duration,
+    /// The launched command, and how it ended.
+    pub command: Option<(u32, ExitStatus)>,
+    /// The kernel's per-CPU counters, summed.
+    pub counters: [u64; counter::COUNT as usize],
+    /// Every failure, tallied by the kernel or counted at a call site.
+    pub failures: Failures,
+    /// The kernel's count of SIGPIPEs raised by writes, per (pid, fd).
+    pub sigpipe_counts: HashMap<(u32, i32), u64>,
+    /// Writes blocked for at least the stuck threshold right now.
+    pub stuck: Vec<StuckWrite>,
+    /// Last known command name of every process seen.
+    pub comms: HashMap<u32, String>,
+}
+
+impl Ending {
+    /// Reads the kernel's side of the summary.
+    pub fn read(
+        tracer: &Tracer,
+        call_paths: Option<&CallPaths>,
+        stuck: Vec<StuckWrite>,
+        comms: HashMap<u32, String>,
+        (stop, elapsed, command): (Stop, Duration, Option<(u32, ExitStatus)>),
+    ) -> Result<Self, crate::kernel::loader::LoadError> {
+        let counters = tracer.counters()?;
+        // Repeats counted at their call site are not tallied again: they are added here.
+        let mut failures: Failures = call_paths.map(CallPaths::totals).unwrap_or_default();
+        for (key, count) in tracer.failures()? {
+            *failures
+                .entry((key.tgid, key.fd, key.errno, key.syscall))
+                .or_insert(0) += count;
+        }
+        let sigpipe_counts = tracer.sigpipe_counts().unwrap_or_else(|err| {
+            log::warn!("reading the SIGPIPE counts: {err}");
+            HashMap::new()
+        });
+        Ok(Self {
+            stop,
+            elapsed,
+            command,
+            counters,
+            failures,
+            sigpipe_counts,
+            stuck,
+            comms,
+        })
+    }
+}
+
+/// What the reporter told.
+pub struct Told<'a> {
+    /// `write_error` records written.
+    pub reported: u64,
+    /// `blocked_write` records written.
+    pub blocked: u64,
+    /// Failures from known call paths that reached userspace before the kernel knew the path,
+    /// counted with the repeats.
+    pub folded: u64,
+    pub sigpipes: &'a SigpipeTracker,
+}
+
+/// The summary.
+pub fn build(ending: Ending, told: Told<'_>) -> Summary {
+    let counters = &ending.counters;
+    let comm = |pid: u32| {
+        ending
+            .comms
+            .get(&pid)
+            .cloned()
+            .or_else(|| status::comm(pid))
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    let mut totals: Vec<Total> = ending
+        .failures
+        .iter()
+        .filter_map(|(&(tgid, fd, errno, syscall), &failures)| {
+            let key = FailureKey {
+                tgid,
+                fd,
+                errno,
+                syscall,
+            };
+            let syscall = WriteSyscall::from_raw(key.syscall)?;
+            Some(Total {
+                pid: key.tgid,
+                comm: comm(key.tgid),
+                fd: key.fd,
+                errno: Errno(key.errno),
+                syscall: syscall.name(),
+                failures,
+            })
+        })
+        .collect();
+    totals
+        .sort_by(|a, b| (a.pid, a.fd, a.errno, a.syscall).cmp(&(b.pid, b.fd, b.errno, b.syscall)));
+    // With EPIPE watched, the kernel counts SIGPIPEs raised by writes as the failed writes'
+    // EPIPE tallies (each such write raises one).
+    let mut sigpipe_counts = ending.sigpipe_counts.clone();
+    for total in totals.iter().filter(|total| total.errno == Errno::EPIPE) {
+        let count = sigpipe_counts.entry((total.pid, total.fd)).or_insert(0);
+        *count = (*count).max(total.failures);
+    }
+    Summary {
+        record_type: RecordType::Summary,
+        duration_ms: ending.elapsed.as_millis() as u64,
+        stopped: ending.stop.describe(),
+        failed_writes: counters[counter::MATCHED as usize],
+        reported: told.reported,
+        dropped: counters[counter::RINGBUF_FULL as usize],
+        repeats: counters[counter::REPEATS as usize] + told.folded,
+        totals,
+        blocked_writes: told.blocked,
+        stuck: ending.stuck,
+        sigpipes: told.sigpipes.summary(&sigpipe_counts),
+        command: ending.command.map(|(pid, status)| CommandOutcome {
+            pid,
+            exit_code: status.shell_code(),
+            signal: match status {
+                ExitStatus::Signaled(signal) => Some(signal),
+                ExitStatus::Exited(_) => None,
+            },
+        }),
+        kernel: KernelCounters {
+            registers_unreadable: counters[counter::REGS_UNREADABLE as usize],
+            fd_unreadable: counters[counter::FILE_UNREADABLE as usize],
+            stack_unreadable: counters[counter::STACK_UNREADABLE as usize],
+            tally_full: counters[counter::TALLY_FULL as usize],
+            children_followed: counters[counter::CHILDREN_FOLLOWED as usize],
+            lifecycle_dropped: counters[counter::LIFECYCLE_DROPPED as usize],
+            writes_blocked: counters[counter::BLOCKED as usize],
+            blocked_untracked: counters[counter::BLOCKED_UNTRACKED as usize],
+            blocked_dropped: counters[counter::BLOCKED_DROPPED as usize],
+            sites_full: counters[counter::SITES_FULL as usize],
+        },
+    }
+}
+
+/// Writes blocked for at least `stuck_ns` right now, with how long they have been, for the
+/// summary's `stuck` list.
+pub fn still_stuck(slots: &dyn SlotTable, stuck_ns: u64) -> Vec<StuckWrite> {
+    let now = events::monotonic_ns();
+    let mut stuck: Vec<StuckWrite> = slots
+        .blocked()
+        .into_iter()
+        .filter(|blocked| blocked.blocked_ns(now) >= stuck_ns)
+        .map(|blocked| {
+            let write = &blocked.write;
+            let go = write.go;
+            let goid_certain = go.flags & stdtrace_common::go_flags::FOUND != 0
+                && go.flags & stdtrace_common::go_flags::STACK_OWNED != 0;
+            StuckWrite {
+                pid: write.tgid,
+                tid: write.tid,
+                comm: status::comm_from_bytes(&write.comm),
+                syscall: WriteSyscall::from_raw(write.syscall)
+                    .map(WriteSyscall::name)
+                    .unwrap_or("write"),
+                fd: write.fd,
+                duration_ms: blocked.blocked_ns(now) / 1_000_000,
+                goid: goid_certain.then_some(go.goid),
+            }
+        })
+        .collect();
+    stuck.sort_by_key(|write| (write.pid, write.tid));
+    stuck
+}
