@@ -204,3 +204,128 @@ fn blocked_thread(
         go: goroutine,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write as _,
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+        sync::mpsc,
+    };
+
+    use super::*;
+    use crate::enrich::inspector::{BlockedThread, fake::FakeInspector};
+
+    /// Slots in a vector, as the kernel's array would hold them.
+    #[derive(Default)]
+    struct FakeSlots(Vec<BlockedWrite>);
+
+    impl SlotTable for FakeSlots {
+        fn blocked(&self) -> Vec<Blocked> {
+            (self.0.iter().enumerate())
+                .map(|(slot, write)| Blocked {
+                    slot,
+                    write: *write,
+                })
+                .collect()
+        }
+        fn mark_reported(&mut self, blocked: &Blocked) {
+            self.0[blocked.slot].reported_seq = blocked.write.seq;
+        }
+        fn adopt(&mut self, write: BlockedWrite) -> bool {
+            if self.0.iter().any(|held| held.tid == write.tid) {
+                return false;
+            }
+            self.0.push(BlockedWrite {
+                seq: 1,
+                reported_seq: 0,
+                ..write
+            });
+            true
+        }
+        fn release(&mut self, tid: u32) {
+            self.0.retain(|write| write.tid != tid);
+        }
+    }
+
+    #[test]
+    fn a_thread_blocked_before_tracing_is_adopted_then_reported_stuck_once() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two ints we own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let fd = write.as_raw_fd();
+        let (tid_sender, tid) = mpsc::channel();
+        // A writer whose pipe fills: its last write blocks, nobody reads.
+        let writer = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_sender.send(unsafe { libc::gettid() } as u32).unwrap();
+            let mut file = std::fs::File::from(write);
+            let chunk = [b'x'; 4096];
+            for _ in 0..17 {
+                file.write_all(&chunk).unwrap();
+            }
+        });
+        let tid = tid.recv().unwrap();
+        let pid = std::process::id();
+        // Until the kernel says it sleeps in write(2).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !matches!(activity::syscall_of(pid, tid),
+            Some(SyscallState::In { number, .. }) if syscalls::is_write(number))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never blocked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut inspector = FakeInspector {
+            thread: Some(BlockedThread {
+                regs: [0; stdtrace_common::REGS_COPY_WORDS],
+                regs_len: 0,
+                fsbase: 0,
+                last_arrival: 1_000,
+                own_arrival: 3_000,
+                now_ns: 10_000,
+            }),
+            ..FakeInspector::default()
+        };
+        let mut slots = FakeSlots::default();
+        let mut go = GoTracker::new(None);
+        assert_eq!(
+            adopt_blocked_threads(&mut slots, pid, &mut inspector, &mut go),
+            1
+        );
+        assert!(inspector.asked_thread.contains(&(pid, tid)));
+        let adopted = slots.0[0];
+        assert_eq!((adopted.tgid, adopted.tid, adopted.fd), (pid, tid, fd));
+        assert_eq!((adopted.syscall, adopted.count), (syscall::WRITE, 4096));
+        // Asleep since the inspector's clock minus what the scheduler says it slept.
+        assert_eq!(adopted.since_ns, 8_000);
+
+        let layout = RegsLayout { offsets: [0; 17] };
+        let stuck = newly_stuck(&slots, 20_000, 5_000, &layout, &mut go);
+        assert_eq!(stuck.len(), 1);
+        let (blocked, event) = &stuck[0];
+        assert_eq!((event.pid, event.tid, event.fd), (pid, tid, fd));
+        assert_eq!(event.outcome, WriteOutcome::Stuck { blocked_ns: 12_000 });
+        assert_eq!(event.count, ByteCount::Exact(4096));
+        slots.mark_reported(blocked);
+        assert!(
+            newly_stuck(&slots, 30_000, 5_000, &layout, &mut go).is_empty(),
+            "once"
+        );
+        // Not stuck long enough yet: not reported.
+        let mut fresh = FakeSlots::default();
+        fresh.adopt(adopted);
+        assert!(newly_stuck(&fresh, 9_000, 5_000, &layout, &mut go).is_empty());
+
+        // Read what it wrote: it finishes.
+        let mut reader = std::fs::File::from(read);
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut all).unwrap();
+        writer.join().unwrap();
+        assert_eq!(all.len(), 17 * 4096);
+    }
+}

@@ -306,3 +306,98 @@ impl Capture {
         pipes.watch_readers(&readers);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use super::*;
+    use crate::{
+        enrich::inspector::{PipeFill, fake::FakeInspector},
+        events::samples::failed_write,
+        process::fd::FileIdentity,
+        report::record::LastReader,
+    };
+
+    /// A pipe of this process: (read end, write end).
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two ints we own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors owned by nobody else.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn a_broken_pipe_gets_its_fill_and_its_last_reader_from_the_inspector() {
+        let (read, write) = pipe();
+        drop(read);
+        let fd = write.as_raw_fd();
+        let metadata = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap();
+        let mut file = FileIdentity::from_metadata(&metadata);
+        // As the kernel program counts them at the failed write: nobody reads.
+        file.pipe_ends = Some((0, 1));
+        let mut event = failed_write(fd, 32);
+        event.file = Some(file);
+        let mut inspector = FakeInspector {
+            fill: Some(PipeFill {
+                capacity: 65536,
+                queued: 4096,
+                partial: false,
+                readers: 0,
+                writers: 1,
+            }),
+            last_reader: Some(LastReader {
+                pid: 4242,
+                comm: "head".into(),
+                exited: true,
+                exit_ts_ns: Some(900),
+                closed_ts_ns: None,
+            }),
+            ..FakeInspector::default()
+        };
+        let mut capture = Capture::new();
+        let mut go = GoTracker::new(None);
+        let captured = capture.capture(vec![event], &mut go, &mut inspector);
+        assert_eq!(captured.len(), 1);
+        let target = &captured[0].target;
+        assert_eq!(target.kind, TargetKind::Pipe);
+        assert_eq!(target.inode, Some(metadata_ino(&metadata)));
+        assert_eq!((target.capacity, target.queued), (Some(65536), Some(4096)));
+        assert_eq!(
+            target.last_reader.as_ref().map(|reader| reader.pid),
+            Some(4242)
+        );
+        assert_eq!(inspector.asked_fill, vec![(std::process::id(), fd)]);
+        assert_eq!(inspector.asked_reader, vec![metadata_ino(&metadata)]);
+        // Nobody else holds the pipe (stdtrace's own fds are never listed).
+        assert_eq!(target.readers.as_deref(), Some(&[][..]));
+        assert!(inspector.watched.is_empty(), "no reader to watch");
+        assert!(captured[0].go.is_none(), "the test binary is not Go");
+    }
+
+    #[test]
+    fn a_file_target_asks_the_inspector_nothing() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let mut inspector = FakeInspector::default();
+        let mut capture = Capture::new();
+        let mut go = GoTracker::new(None);
+        let captured = capture.capture(
+            vec![failed_write(file.as_raw_fd(), 11)],
+            &mut go,
+            &mut inspector,
+        );
+        assert_eq!(captured[0].target.kind, TargetKind::File);
+        assert_eq!(
+            captured[0].target.path.as_deref(),
+            Some(format!("/proc/{}/status", std::process::id()).as_str())
+        );
+        assert!(inspector.asked_fill.is_empty() && inspector.asked_reader.is_empty());
+        assert!(captured[0].target.capacity.is_none());
+    }
+
+    fn metadata_ino(metadata: &std::fs::Metadata) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        metadata.ino()
+    }
+}

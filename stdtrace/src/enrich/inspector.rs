@@ -77,3 +77,45 @@ impl Inspector for NoInspection {
         None
     }
 }
+
+/// A fake of the kernel's side, for tests that run without root: it answers what it is told
+/// to, and remembers what it was asked.
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+
+    #[derive(Default)]
+    pub struct FakeInspector {
+        pub fill: Option<PipeFill>,
+        pub last_reader: Option<LastReader>,
+        pub thread: Option<BlockedThread>,
+        /// (pid, fd) of every pipe asked about.
+        pub asked_fill: Vec<(u32, i32)>,
+        /// Inodes asked about.
+        pub asked_reader: Vec<u64>,
+        pub watched: Vec<u32>,
+        /// (pid, tid) of every thread asked about.
+        pub asked_thread: Vec<(u32, u32)>,
+    }
+
+    impl Inspector for FakeInspector {
+        fn pipe_state(&mut self, pid: u32, fd: i32) -> Option<PipeFill> {
+            self.asked_fill.push((pid, fd));
+            self.fill
+        }
+
+        fn last_reader(&mut self, inode: u64) -> Option<LastReader> {
+            self.asked_reader.push(inode);
+            self.last_reader.clone()
+        }
+
+        fn watch_readers(&mut self, pids: &[u32]) {
+            self.watched.extend_from_slice(pids);
+        }
+
+        fn blocked_thread(&mut self, pid: u32, tid: u32) -> Option<BlockedThread> {
+            self.asked_thread.push((pid, tid));
+            self.thread
+        }
+    }
+}

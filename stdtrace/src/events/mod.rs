@@ -259,3 +259,29 @@ pub enum Record {
     },
     Sigpipe(SigpipeEvent),
 }
+
+/// Events for tests.
+#[cfg(test)]
+pub mod samples {
+    use super::*;
+
+    /// A failed write of one byte by this test process, with no registers or stack.
+    pub fn failed_write(fd: i32, errno: u32) -> WriteEvent {
+        let pid = std::process::id();
+        WriteEvent {
+            ts_ns: 1_000,
+            pid,
+            tid: pid,
+            comm: "writer".into(),
+            syscall: WriteSyscall::Write,
+            fd,
+            count: ByteCount::Exact(1),
+            outcome: WriteOutcome::Failed { errno },
+            file: None,
+            registers: None,
+            stack: StackSnapshot::default(),
+            goroutine: None,
+            running_g: None,
+        }
+    }
+}

@@ -242,3 +242,188 @@ impl Telling {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::HashMap,
+        io::Write,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use serde_json::Value;
+    use stdtrace_common::{counter, syscall};
+
+    use super::*;
+    use crate::{
+        enrich::{capture::ProcessImage, inspector::fake::FakeInspector},
+        events::samples::failed_write,
+        report::{Clock, JsonOutput, TextOutput, record::TargetKind},
+        session::summary::Stop,
+    };
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// Two failed writes from the same place (no stack: the kernel could not read the
+    /// registers), captured through the fake inspector.
+    fn two_failures() -> Vec<CapturedWrite> {
+        let mut capture = crate::enrich::capture::Capture::new();
+        let mut go = crate::enrich::go::GoTracker::new(None);
+        let mut inspector = FakeInspector::default();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let events = vec![failed_write(fd, 32), failed_write(fd, 32)];
+        let mut captured = capture.capture(events, &mut go, &mut inspector);
+        for write in &mut captured {
+            write.image = ProcessImage::Unavailable("gone".into());
+            // The file was closed since: keep what the capture saw.
+            assert_eq!(write.target.kind, TargetKind::File);
+        }
+        captured
+    }
+
+    fn ending(pid: u32, fd: i32) -> Ending {
+        let mut counters = [0; counter::COUNT as usize];
+        counters[counter::MATCHED as usize] = 5;
+        counters[counter::REPEATS as usize] = 3;
+        Ending {
+            stop: Stop::Interrupted,
+            elapsed: Duration::from_millis(1500),
+            command: None,
+            counters,
+            failures: HashMap::from([((pid, fd, 32, syscall::WRITE), 5)]),
+            sigpipe_counts: HashMap::new(),
+            stuck: Vec::new(),
+            comms: HashMap::from([(pid, "writer".to_owned())]),
+        }
+    }
+
+    fn telling(output: Output) -> Telling {
+        let (learned, _) = mpsc::channel();
+        Telling::new(output, Namer::new(learned), Arc::default())
+    }
+
+    #[test]
+    fn json_prints_every_failure_and_a_summary_that_adds_up() {
+        let out = Captured::default();
+        let mut telling = telling(Output::Json {
+            json: JsonOutput::new(Box::new(out.clone())),
+            quiet: false,
+        });
+        let captured = two_failures();
+        let (pid, fd) = (captured[0].event.pid, captured[0].event.fd);
+        assert!(!telling.handle(ToReporter::Writes(captured)));
+        assert!(!telling.handle(ToReporter::Tick));
+        assert!(telling.handle(ToReporter::Finish(Box::new(ending(pid, fd)))));
+        let records: Vec<Value> = out
+            .text()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let types: Vec<&str> = records
+            .iter()
+            .map(|r| r["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["write_error", "write_error", "summary"]);
+        assert_eq!(records[0]["errno"], "EPIPE");
+        assert_eq!(
+            records[0]["stack_end"],
+            "the kernel could not read the thread's registers"
+        );
+        let summary = &records[2];
+        assert_eq!(summary["stopped"], "interrupted");
+        assert_eq!(
+            (
+                summary["failed_writes"].as_u64(),
+                summary["reported"].as_u64()
+            ),
+            (Some(5), Some(2))
+        );
+        assert_eq!(
+            (summary["repeats"].as_u64(), summary["dropped"].as_u64()),
+            (Some(3), Some(0))
+        );
+        assert_eq!(summary["totals"][0]["failures"], 5);
+        assert_eq!(summary["totals"][0]["comm"], "writer");
+        assert_eq!(summary["duration_ms"], 1500);
+    }
+
+    #[test]
+    fn text_prints_one_block_and_counts_the_same_stack() {
+        let out = Captured::default();
+        let mut telling = telling(Output::Text(TextOutput::new(
+            Box::new(out.clone()),
+            false,
+            false,
+            Clock::now(),
+        )));
+        let captured = two_failures();
+        let (pid, fd) = (captured[0].event.pid, captured[0].event.fd);
+        telling.handle(ToReporter::Writes(captured));
+        telling.handle(ToReporter::Finish(Box::new(ending(pid, fd))));
+        let text = out.text();
+        assert_eq!(
+            text.matches("failed: EPIPE (Broken pipe)").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "  ... pid {pid} (writer) write({fd}) EPIPE: 1 more from the same stack (2 in all)"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("failed writes: 5 (2 reported, 3 repeats of them counted, 0 dropped)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_closed_output_stops_telling_but_the_summary_is_still_built() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let closed = Arc::new(AtomicBool::new(false));
+        let (learned, _) = mpsc::channel();
+        let mut telling = Telling::new(
+            Output::Json {
+                json: JsonOutput::new(Box::new(Closed)),
+                quiet: false,
+            },
+            Namer::new(learned),
+            Arc::clone(&closed),
+        );
+        let captured = two_failures();
+        let (pid, fd) = (captured[0].event.pid, captured[0].event.fd);
+        telling.handle(ToReporter::Writes(captured));
+        assert!(closed.load(Ordering::Relaxed));
+        assert!(telling.handle(ToReporter::Finish(Box::new(ending(pid, fd)))));
+        assert_eq!(telling.reported, 2, "counted even though not written");
+    }
+}
