@@ -1,0 +1,187 @@
+//! `cargo xtask bench [--quick]`: what stdtrace costs, measured against a floor and a peer.
+//!
+//! 1. Write path: a loop of one-byte writes pinned to one CPU, under no tracer, the floor (a
+//!    program on the same hook that only checks the return value), stdtrace node-wide with its
+//!    defaults, bpftrace's one-liner, and the same two on the raw `sys_exit` hook; for writes
+//!    that succeed, an all-EPIPE storm, and a mix of writes and other syscalls. Interleaved
+//!    (every configuration once per round, round after round) so that machine drift cancels;
+//!    the figure is the median over rounds of each round's difference with no tracer.
+//! 2. Storm: two processes failing writes as fast as they can under stdtrace.
+//! 3. Symbolization: from a write to its fully named report, for a large stripped Go binary
+//!    and a Rust binary with full DWARF, with the page cache dropped and warm.
+//! 4. Start-up: from launch to attached.
+//!
+//! The report goes to stdout and to `target/bench/report.md`, the figures to
+//! `target/bench/report.json`.
+
+mod report;
+mod startup;
+mod storm;
+mod symbolization;
+mod tracer;
+mod write_path;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::Instant,
+};
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use crate::{setup, util};
+
+use self::{
+    report::markdown, startup::startup, storm::storm, symbolization::symbolization,
+    write_path::write_path,
+};
+
+/// The CPU the loads are pinned to. bpftrace samples its tracepoint on CPU 0 (perf's default
+/// for its probe), which costs it extra there: the loads run on CPU 1.
+const LOAD_CPU: u32 = 1;
+
+/// How big the benchmark is.
+#[derive(Clone, Copy, Debug)]
+struct Scale {
+    rounds: usize,
+    /// Writes per run of the good-write and mixed loads.
+    writes: u64,
+    /// Writes per run of the EPIPE load (each costs more).
+    epipe_writes: u64,
+    storm_secs: u64,
+    startup_runs: usize,
+}
+
+const FULL: Scale = Scale {
+    rounds: 7,
+    writes: 2_000_000,
+    epipe_writes: 500_000,
+    storm_secs: 10,
+    startup_runs: 7,
+};
+
+const QUICK: Scale = Scale {
+    rounds: 5,
+    writes: 200_000,
+    epipe_writes: 50_000,
+    storm_secs: 3,
+    startup_runs: 5,
+};
+
+struct Paths {
+    stdtrace: PathBuf,
+    floor: PathBuf,
+    write_loop: PathBuf,
+    out: PathBuf,
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    if !util::is_root() {
+        bail!("the benchmark loads kernel programs: run it as root (sudo -E cargo xtask bench)");
+    }
+    setup::run()?;
+    let scale = if quick { QUICK } else { FULL };
+    let stdtrace = util::build_release()?;
+    let out = util::workspace_root().join("target/bench");
+    fs::create_dir_all(&out)?;
+    let paths = Paths {
+        floor: stdtrace.with_file_name("stdtrace-floor"),
+        stdtrace,
+        write_loop: build_c("fixtures/bench/write_loop.c", &out.join("write_loop"))?,
+        out,
+    };
+    let started = Instant::now();
+
+    let machine = machine();
+    eprintln!("xtask: bench 1/4: write path ({} rounds)", scale.rounds);
+    let write_path = write_path(&paths, scale)?;
+    eprintln!("xtask: bench 2/4: storm ({} s)", scale.storm_secs);
+    let storm = storm(&paths, scale)?;
+    eprintln!("xtask: bench 3/4: symbolization");
+    let symbolization = symbolization(&paths)?;
+    eprintln!("xtask: bench 4/4: start-up");
+    let startup = startup(&paths, scale)?;
+
+    let report = json!({
+        "machine": machine,
+        "quick": quick,
+        "scale": {"rounds": scale.rounds, "writes": scale.writes,
+                  "epipe_writes": scale.epipe_writes, "storm_secs": scale.storm_secs},
+        "load_cpu": LOAD_CPU,
+        "write_path": write_path,
+        "storm": storm,
+        "symbolization": symbolization,
+        "startup": startup,
+        "bench_seconds": started.elapsed().as_secs_f64(),
+    });
+    let markdown = markdown(&report);
+    fs::write(paths.out.join("report.md"), &markdown)?;
+    fs::write(
+        paths.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{markdown}");
+    eprintln!(
+        "xtask: bench done in {:.0} s; report in {}",
+        started.elapsed().as_secs_f64(),
+        paths.out.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn build_c(source: &str, out: &Path) -> Result<PathBuf> {
+    util::run(
+        Command::new("gcc")
+            .args(["-O2", "-g", "-o"])
+            .arg(out)
+            .arg(util::workspace_root().join(source)),
+    )?;
+    Ok(out.to_path_buf())
+}
+
+/// What the figures were measured on.
+fn machine() -> Value {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|release| release.trim().to_owned())
+        .unwrap_or_default();
+    let memory_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / (1024.0 * 1024.0));
+    let bpftrace = util::output(Command::new("bpftrace").arg("--version"))
+        .map(|version| version.trim().to_owned())
+        .unwrap_or_default();
+    json!({"cpu": cpu, "cpus": cpus, "kernel": kernel, "memory_gib": memory_gib.round(),
+           "bpftrace": bpftrace})
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}

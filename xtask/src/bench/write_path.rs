@@ -1,0 +1,109 @@
+//! 1. Write path: what each tracer adds to a write, interleaved round after round.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::{
+    LOAD_CPU, Paths, Scale, median,
+    tracer::{Tracer, start},
+};
+
+/// A load of the write-path benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Load {
+    /// Writes that succeed, to /dev/null.
+    Good,
+    /// Writes that all fail with EPIPE.
+    Epipe,
+    /// One write to /dev/null in ten syscalls.
+    Mixed,
+}
+
+impl Load {
+    pub(super) const ALL: [Load; 3] = [Load::Good, Load::Epipe, Load::Mixed];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Load::Good => "writes that succeed (ns per write)",
+            Load::Epipe => "all-EPIPE storm (ns per write)",
+            Load::Mixed => "1 write in 10 syscalls (ns per syscall)",
+        }
+    }
+
+    pub(super) fn key(self) -> &'static str {
+        match self {
+            Load::Good => "good",
+            Load::Epipe => "epipe",
+            Load::Mixed => "mixed",
+        }
+    }
+}
+
+/// One run of the write loop: ns per op and ops that failed.
+fn run_loop(paths: &Paths, cpu: i64, mode: &str, count: u64) -> Result<(f64, u64, u64)> {
+    let out = Command::new(&paths.write_loop)
+        .args([cpu.to_string(), mode.to_owned(), count.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the write loop")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("write_loop {mode} {count}: {} {text}", out.status);
+    }
+    Ok((
+        loop_field(&text, "ns_per_op")?,
+        loop_field(&text, "ops")? as u64,
+        loop_field(&text, "failed")? as u64,
+    ))
+}
+
+/// A figure of the write loop's line (`ns_per_op=143.21 ops=2000000 failed=0`).
+pub(super) fn loop_field(text: &str, key: &str) -> Result<f64> {
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|value| value.parse::<f64>().ok())
+        .with_context(|| format!("no {key}= in {text:?}"))
+}
+
+pub(super) fn write_path(paths: &Paths, scale: Scale) -> Result<Value> {
+    // times[tracer][load][round]
+    let mut times = vec![vec![Vec::new(); Load::ALL.len()]; Tracer::ALL.len()];
+    for round in 0..scale.rounds {
+        eprintln!("xtask: round {}/{}", round + 1, scale.rounds);
+        for (t, tracer) in Tracer::ALL.into_iter().enumerate() {
+            let running = start(paths, tracer)?;
+            for (l, load) in Load::ALL.into_iter().enumerate() {
+                let (mode, count) = match load {
+                    Load::Good => ("devnull", scale.writes),
+                    Load::Epipe => ("epipe", scale.epipe_writes),
+                    Load::Mixed => ("mixed", scale.writes / 10),
+                };
+                let (ns, _, _) = run_loop(paths, i64::from(LOAD_CPU), mode, count)?;
+                times[t][l].push(ns);
+            }
+            if let Some(running) = running {
+                running.stop()?;
+            }
+        }
+    }
+    let mut loads = serde_json::Map::new();
+    for (l, load) in Load::ALL.into_iter().enumerate() {
+        let mut figures = serde_json::Map::new();
+        for (t, tracer) in Tracer::ALL.into_iter().enumerate() {
+            // Each round's difference with the untraced run of the same round.
+            let mut added: Vec<f64> = (0..scale.rounds)
+                .map(|round| times[t][l][round] - times[0][l][round])
+                .collect();
+            let mut raw = times[t][l].clone();
+            figures.insert(
+                tracer.name().to_owned(),
+                json!({"ns_per_op": median(&mut raw), "added_ns": median(&mut added),
+                       "rounds": times[t][l]}),
+            );
+        }
+        loads.insert(load.key().to_owned(), Value::Object(figures));
+    }
+    Ok(Value::Object(loads))
+}
