@@ -597,8 +597,10 @@ fn duration_ends_tracing() {
     let records = json_lines(&output.stdout);
     let summary = records.last().unwrap();
     assert_eq!(summary["stopped"], "the duration ran out");
+    // At least the duration; how much more depends on the machine's load (no upper bound in
+    // a test: the run ending at all, with this reason, is what it shows).
     let ms = summary["duration_ms"].as_u64().unwrap();
-    assert!((500..5000).contains(&ms), "{ms}");
+    assert!(ms >= 500, "{ms}");
 }
 
 /// The README's demonstration: a log collector that died (EPIPE) and a metrics agent that
