@@ -8,7 +8,8 @@
 //! - [`aggregate`]: SIGPIPE stories and repeats;
 //! - [`report`]: every serialized record ([`report::record`], which any stage may build), and
 //!   the text and JSON outputs;
-//! - [`session`]: the run loop that drives them, the reporter thread, and the summary.
+//! - [`session`]: the run loop that drives them, the reporter thread, and the summary;
+//! - [`snapshot`]: `stdtrace snapshot`, the same records from procfs, without BPF.
 //!
 //! [`process`], [`symbolize`] and [`goruntime`] are the readers of procfs, of binaries and of
 //! the Go runtime's tables that the stages use.
@@ -23,5 +24,6 @@ pub mod kernel;
 pub mod process;
 pub mod report;
 pub mod session;
+pub mod snapshot;
 pub mod symbolize;
 pub mod sys;

@@ -5,7 +5,21 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use stdtrace::cli::{Cli, Config};
 
+/// `stdtrace snapshot ...` until the subcommands land (the lead wires it as one).
+#[derive(Parser)]
+#[command(name = "stdtrace snapshot")]
+struct SnapshotCli {
+    #[command(flatten)]
+    args: stdtrace::snapshot::SnapshotArgs,
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "snapshot")
+    {
+        return snapshot_main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(),
@@ -18,17 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let level = match cli.verbose {
-        0 => log::LevelFilter::Warn,
-        1 => log::LevelFilter::Info,
-        2 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env("STDTRACE_LOG")
-        .format_timestamp_millis()
-        .init();
+    init_logging(cli.verbose);
     match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
@@ -45,4 +49,42 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     runtime.block_on(stdtrace::session::run(config))
+}
+
+/// Parses `stdtrace snapshot ...`, runs it; exits 0 (found), 1 (nothing), 2 (error).
+fn snapshot_main() -> ExitCode {
+    let args = std::env::args_os().skip(1);
+    let cli = match SnapshotCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("stdtrace: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.args.verbose);
+    match stdtrace::snapshot::run(cli.args) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+        Err(err) => {
+            eprintln!("stdtrace: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("STDTRACE_LOG")
+        .format_timestamp_millis()
+        .init();
 }

@@ -70,6 +70,7 @@ impl Namer {
             errno: event.outcome.errno().map(crate::errno::Errno),
             state: event.outcome.blocked_state(),
             duration_ms: event.outcome.blocked_ns().map(|ns| ns / 1_000_000),
+            duration_at_least: false,
             count,
             count_partial,
             target: captured.target,
@@ -218,7 +219,8 @@ fn hex(value: u64) -> String {
     format!("{value:#x}")
 }
 
-fn frame_report(frame: &Frame) -> FrameReport {
+/// A frame as reported.
+pub fn frame_report(frame: &Frame) -> FrameReport {
     FrameReport {
         address: hex(frame.address),
         function: frame.function.clone(),

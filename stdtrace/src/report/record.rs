@@ -8,6 +8,9 @@
 
 use serde::Serialize;
 
+mod snapshot;
+pub use self::snapshot::{GoroutineRecord, SnapshotSummary};
+
 pub use crate::errno::Errno;
 
 /// The `type` of a record.
@@ -24,6 +27,10 @@ pub enum RecordType {
     Sigpipe,
     /// The last line of every run.
     Summary,
+    /// One goroutine of a `snapshot --goroutines` dump.
+    Goroutine,
+    /// The last line of a snapshot.
+    SnapshotSummary,
 }
 
 impl RecordType {
@@ -35,6 +42,8 @@ impl RecordType {
             RecordType::Repeats => "repeats",
             RecordType::Sigpipe => "sigpipe",
             RecordType::Summary => "summary",
+            RecordType::Goroutine => "goroutine",
+            RecordType::SnapshotSummary => "snapshot_summary",
         }
     }
 }
@@ -148,6 +157,10 @@ pub struct WriteReport {
     /// For a `blocked_write`: how long it was (or has been) blocked, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `duration_ms` is a lower bound: a snapshot (without BPF) knows only when the thread
+    /// last ran, not when the write began.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duration_at_least: bool,
     /// Bytes the caller asked to write; `null` if they could not be read.
     pub count: Option<u64>,
     /// `count` is a lower bound (a vectored write with many iovecs).
@@ -490,6 +503,7 @@ pub mod samples {
             errno: Some(Errno::EPIPE),
             state: None,
             duration_ms: None,
+            duration_at_least: false,
             count: Some(1),
             count_partial: false,
             target: FdTarget {

@@ -90,6 +90,9 @@ impl TextOutput {
             (None, state) => {
                 let seconds = report.duration_ms.unwrap_or(0) as f64 / 1000.0;
                 let how = match state {
+                    Some(BlockedState::Stuck) if report.duration_at_least => {
+                        format!("stuck at least {seconds:.1}s")
+                    }
                     Some(BlockedState::Stuck) => format!("stuck {seconds:.1}s"),
                     Some(BlockedState::Resumed) => format!("resumed after {seconds:.1}s"),
                     Some(BlockedState::Parked) => format!("parked {seconds:.1}s"),

@@ -14,6 +14,7 @@ fn write_error() -> WriteReport {
         errno: Some(Errno::EPIPE),
         state: None,
         duration_ms: None,
+        duration_at_least: false,
         count: Some(1),
         count_partial: false,
         target: FdTarget {
