@@ -120,7 +120,7 @@ pub const FLAVOURS: [Flavour; 8] = [
 ];
 
 /// The Go programs under `fixtures/go/` built in every flavour.
-const PROGRAMS: [&str; 4] = ["writer", "blocker", "parker", "piper"];
+const PROGRAMS: [&str; 5] = ["writer", "blocker", "parker", "piper", "manyblocked"];
 
 /// `cargo xtask go-fixtures`.
 pub fn run_fixtures() -> Result<()> {

@@ -55,7 +55,10 @@ pub fn goroutines(
                 comm: comm.clone(),
                 goid: g.goid,
                 status: status_name(g.status),
-                wait_reason: runtime.wait_reason(g.waitreason).map(str::to_owned),
+                wait_reason: runtime
+                    .wait_reason(g.waitreason)
+                    .filter(|reason| !reason.is_empty())
+                    .map(str::to_owned),
                 wait_reason_code: g.waitreason,
                 parent_goid: (g.parent_goid != 0).then_some(g.parent_goid),
                 created_by,
