@@ -38,7 +38,7 @@ pub fn goroutines(
                 ),
             };
             let created_by = (g.gopc != 0)
-                .then(|| maps.as_ref())
+                .then_some(maps.as_ref())
                 .flatten()
                 .and_then(|maps| {
                     let frames = symbolizer.symbolize(pid, maps, g.gopc, true);
