@@ -10,11 +10,13 @@
 //! 3. Symbolization: from a write to its fully named report, for a large stripped Go binary
 //!    and a Rust binary with full DWARF, with the page cache dropped and warm.
 //! 4. Start-up: from launch to attached.
+//! 5. Snapshot: `stdtrace snapshot` node-wide on ~300 processes, and a 10,000-goroutine dump.
 //!
 //! The report goes to stdout and to `target/bench/report.md`, the figures to
 //! `target/bench/report.json`.
 
 mod report;
+mod snapshot;
 mod startup;
 mod storm;
 mod symbolization;
@@ -35,8 +37,8 @@ use serde_json::{Value, json};
 use crate::{setup, util};
 
 use self::{
-    report::markdown, startup::startup, storm::storm, symbolization::symbolization,
-    write_path::write_path,
+    report::markdown, snapshot::snapshot, startup::startup, storm::storm,
+    symbolization::symbolization, write_path::write_path,
 };
 
 /// The CPU the loads are pinned to. bpftrace samples its tracepoint on CPU 0 (perf's default
@@ -96,14 +98,16 @@ pub fn run(quick: bool) -> Result<()> {
     let started = Instant::now();
 
     let machine = machine();
-    eprintln!("xtask: bench 1/4: write path ({} rounds)", scale.rounds);
+    eprintln!("xtask: bench 1/5: write path ({} rounds)", scale.rounds);
     let write_path = write_path(&paths, scale)?;
-    eprintln!("xtask: bench 2/4: storm ({} s)", scale.storm_secs);
+    eprintln!("xtask: bench 2/5: storm ({} s)", scale.storm_secs);
     let storm = storm(&paths, scale)?;
-    eprintln!("xtask: bench 3/4: symbolization");
+    eprintln!("xtask: bench 3/5: symbolization");
     let symbolization = symbolization(&paths)?;
-    eprintln!("xtask: bench 4/4: start-up");
+    eprintln!("xtask: bench 4/5: start-up");
     let startup = startup(&paths, scale)?;
+    eprintln!("xtask: bench 5/5: snapshot");
+    let snapshot = snapshot(&paths)?;
 
     let report = json!({
         "machine": machine,
@@ -115,6 +119,7 @@ pub fn run(quick: bool) -> Result<()> {
         "storm": storm,
         "symbolization": symbolization,
         "startup": startup,
+        "snapshot": snapshot,
         "bench_seconds": started.elapsed().as_secs_f64(),
     });
     let markdown = markdown(&report);

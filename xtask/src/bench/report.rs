@@ -120,5 +120,15 @@ pub(super) fn markdown(report: &Value) -> String {
         "\n**4. Start-up**: from launch to attached (BTF read, programs loaded and attached), node-wide: {:.0} ms (median).",
         number(&report["startup"]["to_attached_ms"])
     );
+    let snapshot = &report["snapshot"];
+    let _ = writeln!(
+        md,
+        "\n**5. Snapshot** (no BPF; median of 5): node-wide with {} processes on the host ({} blocked writing): {:.0} ms; `--goroutines` of a Go program with {} goroutines: {:.0} ms.",
+        snapshot["node_wide"]["processes"],
+        snapshot["node_wide"]["blocked_writes"],
+        number(&snapshot["node_wide"]["median_ms"]),
+        snapshot["goroutine_dump"]["goroutines"],
+        number(&snapshot["goroutine_dump"]["median_ms"]),
+    );
     md
 }
