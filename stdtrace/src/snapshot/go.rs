@@ -74,13 +74,14 @@ impl GoRuntime {
             Err(why) => return Err(format!("runtime offsets unknown: {why}")),
         };
         let linked = find_allgs(&elf, &binary.pclntab)?;
+        let wait_reasons = wait_reasons(&elf, &binary.pclntab);
         let maps = ProcessMaps::read(pid).map_err(|err| format!("reading its maps: {err}"))?;
         let bias = load_bias(&elf, &maps, Path::new(&exe))
             .ok_or("its executable's mapping was not found")?;
         Ok(GoRuntime {
             offsets,
             allgs: linked.wrapping_add(bias),
-            wait_reasons: wait_reasons(&elf),
+            wait_reasons,
         })
     }
 
@@ -226,15 +227,8 @@ fn find_allgs(elf: &ElfImage<'_>, pclntab: &Pclntab<'_>) -> Result<u64, String> 
     let code = elf
         .read(func.entry, len)
         .ok_or("runtime.forEachG's code is not in the file")?;
-    allgs_from_code(code, func.entry, |address| {
-        elf.loads().iter().any(|segment| {
-            segment.writable
-                && !segment.executable
-                && address >= segment.vaddr
-                && address - segment.vaddr < segment.memsz
-        })
-    })
-    .ok_or_else(|| "runtime.allgs: runtime.forEachG loads no slice header".to_owned())
+    allgs_from_code(code, func.entry, |address| in_data(elf, address))
+        .ok_or_else(|| "runtime.allgs: runtime.forEachG loads no slice header".to_owned())
 }
 
 /// The first address `A` that `code` loads 64 bits from, RIP-relative, together with `A + 8`
@@ -249,12 +243,23 @@ pub fn allgs_from_code(code: &[u8], address: u64, in_data: impl Fn(u64) -> bool)
 
 /// Targets of `mov r64, [rip + disp32]` (REX.W 8B /r, mod 00, r/m 101) in `code` at `address`.
 pub fn rip_relative_loads(code: &[u8], address: u64) -> Vec<u64> {
+    rip_relative(code, address, 0x8b)
+}
+
+/// Targets of `lea r64, [rip + disp32]` (REX.W 8D /r, mod 00, r/m 101).
+pub fn rip_relative_leas(code: &[u8], address: u64) -> Vec<u64> {
+    rip_relative(code, address, 0x8d)
+}
+
+fn rip_relative(code: &[u8], address: u64, opcode: u8) -> Vec<u64> {
     let mut targets = Vec::new();
     for at in 0..code.len() {
         let Some(instruction) = code.get(at..at + 7) else {
             break;
         };
-        if instruction[0] & 0xf8 == 0x48 && instruction[1] == 0x8b && instruction[2] & 0xc7 == 0x05
+        if instruction[0] & 0xf8 == 0x48
+            && instruction[1] == opcode
+            && instruction[2] & 0xc7 == 0x05
         {
             let Ok(disp) = <[u8; 4]>::try_from(&instruction[3..7]) else {
                 continue;
@@ -277,15 +282,54 @@ fn load_bias(elf: &ElfImage<'_>, maps: &ProcessMaps, exe: &Path) -> Option<u64> 
     Some(first.start.wrapping_sub(lowest))
 }
 
-/// `runtime.waitReasonStrings` (a `[N]string`), from the file.
-fn wait_reasons(elf: &ElfImage<'_>) -> Vec<String> {
-    let Some(symbol) = elf.symbol("runtime.waitReasonStrings") else {
+/// Where `runtime.waitReasonStrings` (a `[N]string`) is, and N: its symbol, else the code of
+/// `runtime.waitReason.String`, which starts `cmp al, N` and indexes the array it loads with
+/// a RIP-relative `lea` (the other `lea` is of the "unknown wait reason" text, not in data).
+fn wait_reason_array(elf: &ElfImage<'_>, pclntab: &Pclntab<'_>) -> Option<(u64, u64)> {
+    if let Some(symbol) = elf.symbol("runtime.waitReasonStrings") {
+        return Some((symbol.address, symbol.size / 16));
+    }
+    let func = pclntab.func_by_name("runtime.waitReason.String")?;
+    let len = usize::try_from(func.end.saturating_sub(func.entry))
+        .ok()?
+        .min(64);
+    let code = elf.read(func.entry, len)?;
+    wait_reasons_from_code(code, func.entry, |address| in_data(elf, address))
+}
+
+/// `(array, count)` from the code of `runtime.waitReason.String`.
+pub fn wait_reasons_from_code(
+    code: &[u8],
+    address: u64,
+    in_data: impl Fn(u64) -> bool,
+) -> Option<(u64, u64)> {
+    let count = match code {
+        [0x3c, count, ..] => u64::from(*count),
+        _ => return None,
+    };
+    let array = rip_relative_leas(code, address)
+        .into_iter()
+        .find(|&target| in_data(target))?;
+    Some((array, count))
+}
+
+fn in_data(elf: &ElfImage<'_>, address: u64) -> bool {
+    elf.loads().iter().any(|segment| {
+        segment.writable
+            && !segment.executable
+            && address >= segment.vaddr
+            && address - segment.vaddr < segment.memsz
+    })
+}
+
+/// The wait reasons' words, from the file.
+fn wait_reasons(elf: &ElfImage<'_>, pclntab: &Pclntab<'_>) -> Vec<String> {
+    let Some((array, count)) = wait_reason_array(elf, pclntab) else {
         return Vec::new();
     };
-    let count = (symbol.size / 16).min(256);
-    (0..count)
+    (0..count.min(256))
         .map(|index| {
-            let at = symbol.address + index * 16;
+            let at = array + index * 16;
             let text = (|| {
                 let pointer = elf.read_pointer(at)?;
                 let len = usize::try_from(elf.read_uint(at + 8, 8)?).ok()?.min(256);
@@ -306,6 +350,7 @@ mod tests {
         // From go1.25.5's runtime.forEachG: lea rax,[rip+..]; call lock2;
         // mov rcx,[rip+0x138254]; ...; mov rdx,[rip+0x138250].
         let mut code = vec![0x48, 0x8d, 0x05, 0xb4, 0x83, 0x15, 0x00];
+        code.extend_from_slice(&[0x90; 4]);
         code.extend_from_slice(&[0xe8, 0x1b, 0x40, 0xfd, 0xff]);
         code.extend_from_slice(&[0x48, 0x8b, 0x0d, 0x54, 0x82, 0x13, 0x00]);
         code.extend_from_slice(&[0x90; 5]);
@@ -317,6 +362,44 @@ mod tests {
         assert_eq!(allgs_from_code(&code[..20], start, |_| true), None);
         assert_eq!(allgs_from_code(&[], start, |_| true), None);
         assert!(rip_relative_loads(&[0x48, 0x8b, 0x05, 0xff], 0).is_empty());
+    }
+
+    #[test]
+    fn finds_the_wait_reasons_from_the_code_of_wait_reason_string() {
+        // go1.25.5: cmp al,0x2f; jb; lea rax,[rip+..] (text); mov ebx,0x13; ret;
+        // movzx ecx,al; shl rcx,4; lea rdx,[rip+0x1238a1] (the array).
+        let code = [
+            0x3c, 0x2f, 0x72, 0x0d, 0x48, 0x8d, 0x05, 0x35, 0x29, 0x07, 0x00, 0xbb, 0x13, 0x00,
+            0x00, 0x00, 0xc3, 0x0f, 0xb6, 0xc8, 0x48, 0xc1, 0xe1, 0x04, 0x48, 0x8d, 0x15, 0xa1,
+            0x38, 0x12, 0x00,
+        ];
+        let start = 0x4515a0;
+        assert_eq!(rip_relative_leas(&code, start), vec![0x4c3ee0, 0x574e60]);
+        let data = |address| address == 0x574e60;
+        assert_eq!(
+            wait_reasons_from_code(&code, start, data),
+            Some((0x574e60, 0x2f))
+        );
+        assert_eq!(wait_reasons_from_code(&code[2..], start, data), None);
+        assert_eq!(wait_reasons_from_code(&code[..20], start, data), None);
+        assert_eq!(wait_reasons_from_code(&[], start, data), None);
+    }
+
+    #[test]
+    fn a_hostile_g_is_refused_not_read_out_of_bounds() {
+        let runtime = GoRuntime {
+            offsets: crate::goruntime::offsets::table()[0].offsets.g,
+            allgs: 0,
+            wait_reasons: Vec::new(),
+        };
+        let span = runtime.g_span();
+        assert!(runtime.parse_g(1, &vec![0xff; span]).is_some());
+        for len in [0, 1, 8, span - 1] {
+            assert_eq!(runtime.parse_g(1, &vec![0xff; len]), None, "{len}");
+        }
+        assert_eq!(runtime.wait_reason(200), None);
+        // A process that does not exist has no goroutines to read.
+        assert!(runtime.goroutines(u32::MAX - 3).is_err());
     }
 
     #[test]

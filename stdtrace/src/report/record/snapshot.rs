@@ -16,8 +16,8 @@ pub struct GoroutineRecord {
     pub goid: u64,
     /// `running`, `runnable`, `syscall`, `waiting`, ... (`g.atomicstatus`).
     pub status: &'static str,
-    /// Why a waiting goroutine waits (`chan receive`, `select`, `sleep`, ...); `null` when the
-    /// binary does not say (stripped of `runtime.waitReasonStrings`).
+    /// Why a waiting goroutine waits (`chan receive`, `select`, `sleep`, ...), in the binary's
+    /// own words (`runtime.waitReasonStrings`); `null` when they cannot be found.
     pub wait_reason: Option<String>,
     /// The runtime's number for the wait reason (its meaning depends on the Go version).
     pub wait_reason_code: u8,
