@@ -140,9 +140,13 @@ pub fn render_summary(summary: &SnapshotSummary) -> String {
         };
         format!("snapshot: {threads} blocked writing")
     };
+    let plural = |count: usize, one: &str, many: &str| {
+        format!("{count} {}", if count == 1 { one } else { many })
+    };
     line.push_str(&format!(
-        " ({} processes, {} threads looked at",
-        summary.processes, summary.threads
+        " ({}, {} looked at",
+        plural(summary.processes, "process", "processes"),
+        plural(summary.threads, "thread", "threads")
     ));
     if summary.unreadable > 0 {
         line.push_str(&format!(
@@ -179,7 +183,7 @@ mod tests {
     fn the_summary_says_when_nothing_is_blocked() {
         assert_eq!(
             render_summary(&summary(vec![812], 0)),
-            "no thread of pid 812 is blocked writing (1 processes, 3 threads looked at, in 12 ms)\n"
+            "no thread of pid 812 is blocked writing (1 process, 3 threads looked at, in 12 ms)\n"
         );
         assert!(render_summary(&summary(vec![], 2)).starts_with("snapshot: 2 threads blocked"));
         let json = serde_json::to_string(&summary(vec![1, 2], 1)).unwrap();

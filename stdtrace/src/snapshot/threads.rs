@@ -49,6 +49,11 @@ pub fn blocked_writers(pid: u32) -> Result<(Vec<BlockedWriter>, usize), ScanErro
     if !std::path::Path::new(&format!("/proc/{pid}/task")).exists() {
         return Err(ScanError::NoSuchProcess(pid));
     }
+    // A thread id names its process.
+    let pid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| status::field(&text, "Tgid")?.parse().ok())
+        .unwrap_or(pid);
     check_access(pid)?;
     let mut found = Vec::new();
     let threads = status::threads(pid);
@@ -238,6 +243,28 @@ mod tests {
         assert_eq!(sum_iovecs(&bytes), u64::MAX);
         assert_eq!(sum_iovecs(&bytes[..40]), 30);
         assert_eq!(sum_iovecs(&[]), 0);
+    }
+
+    #[test]
+    fn a_thread_id_names_its_process() {
+        let (tid_sender, tid) = std::sync::mpsc::channel();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_sender.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = wait.recv();
+        });
+        let tid = tid.recv().unwrap();
+        let (found, threads) = blocked_writers(tid).unwrap();
+        assert!(threads >= 2);
+        // Other tests of this process may have a writer blocked: it is this process's.
+        assert!(
+            found
+                .iter()
+                .all(|writer| writer.event.pid == std::process::id())
+        );
+        done.send(()).unwrap();
+        thread.join().unwrap();
     }
 
     #[test]
