@@ -33,6 +33,27 @@ pub fn read(pid: u32, address: u64, len: usize) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// A process's memory, opened once for many reads (a goroutine dump reads thousands of `g`s
+/// and stacks: opening `/proc/PID/mem` for each would cost more than the reads).
+pub struct ProcessMemory {
+    mem: File,
+}
+
+impl ProcessMemory {
+    pub fn open(pid: u32) -> std::io::Result<Self> {
+        Ok(Self {
+            mem: File::open(format!("/proc/{pid}/mem"))?,
+        })
+    }
+
+    /// Reads `len` bytes at `address`.
+    pub fn read(&self, address: u64, len: usize) -> Option<Vec<u8>> {
+        let mut bytes = vec![0u8; len];
+        self.mem.read_exact_at(&mut bytes, address).ok()?;
+        Some(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +68,8 @@ mod tests {
         assert_eq!(&stack.bytes[offset..offset + 64], &marker[..]);
         assert_eq!(read(std::process::id(), sp, 4), Some(vec![0x5a; 4]));
         assert_eq!(read(std::process::id(), 8, 4), None);
+        let memory = ProcessMemory::open(std::process::id()).unwrap();
+        assert_eq!(memory.read(sp, 4), Some(vec![0x5a; 4]));
+        assert_eq!(memory.read(8, 4), None);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::go::{G_SYSCALL, GoRuntime, GoroutineState};
 use crate::{
     enrich::{go::status_name, namer::frame_report},
-    process::{maps::ProcessMaps, memory, status},
+    process::{maps::ProcessMaps, memory::ProcessMemory, status},
     report::record::{CreatedBy, GoroutineRecord, RecordType},
     symbolize::{StackCopy, Symbolizer, UserRegisters, register},
 };
@@ -27,28 +27,31 @@ pub fn goroutines(
 ) -> Vec<GoroutineRecord> {
     let comm = status::comm(pid).unwrap_or_else(|| "?".to_owned());
     let maps = ProcessMaps::read(pid).ok();
+    let memory = ProcessMemory::open(pid).ok();
     let mut symbolizer = Symbolizer::default();
+    // Thousands of goroutines come from a few `go` statements.
+    let mut creators: HashMap<u64, Option<CreatedBy>> = HashMap::new();
     all.iter()
         .map(|g| {
-            let (stack, stack_end) = match &maps {
-                Some(maps) => stack_of(pid, maps, &mut symbolizer, g),
-                None => (
-                    Vec::new(),
-                    Some("its memory map could not be read".to_owned()),
-                ),
+            let (stack, stack_end) = match (&maps, &memory) {
+                (Some(maps), Some(memory)) => stack_of(pid, maps, memory, &mut symbolizer, g),
+                _ => (Vec::new(), Some("its memory could not be read".to_owned())),
             };
-            let created_by = (g.gopc != 0)
-                .then_some(maps.as_ref())
-                .flatten()
-                .and_then(|maps| {
-                    let frames = symbolizer.symbolize(pid, maps, g.gopc, true);
-                    let (outer, inner) = (frames.last()?, frames.first()?);
-                    Some(CreatedBy {
-                        function: outer.function.clone(),
-                        file: inner.file.clone(),
-                        line: inner.line,
+            let created_by = match &maps {
+                Some(maps) if g.gopc != 0 => creators
+                    .entry(g.gopc)
+                    .or_insert_with(|| {
+                        let frames = symbolizer.symbolize(pid, maps, g.gopc, true);
+                        let (outer, inner) = (frames.last()?, frames.first()?);
+                        Some(CreatedBy {
+                            function: outer.function.clone(),
+                            file: inner.file.clone(),
+                            line: inner.line,
+                        })
                     })
-                });
+                    .clone(),
+                _ => None,
+            };
             GoroutineRecord {
                 record_type: RecordType::Goroutine,
                 pid,
@@ -75,6 +78,7 @@ pub fn goroutines(
 fn stack_of(
     pid: u32,
     maps: &ProcessMaps,
+    memory: &ProcessMemory,
     symbolizer: &mut Symbolizer,
     g: &GoroutineState,
 ) -> (Vec<crate::report::record::FrameReport>, Option<String>) {
@@ -109,7 +113,7 @@ fn stack_of(
     let len = g.stack_hi.saturating_sub(sp).min(MAX_STACK_COPY);
     let Some(bytes) = usize::try_from(len)
         .ok()
-        .and_then(|len| memory::read(pid, sp, len))
+        .and_then(|len| memory.read(sp, len))
     else {
         return (Vec::new(), Some("its stack could not be read".to_owned()));
     };

@@ -12,7 +12,7 @@ use std::{os::unix::fs::MetadataExt, path::Path};
 
 use crate::{
     goruntime::{GoBinary, elf::ElfImage, offsets::GOffsets, pclntab::Pclntab},
-    process::{maps::ProcessMaps, memory},
+    process::{maps::ProcessMaps, memory::ProcessMemory},
 };
 
 /// More goroutines than this in `allgs` is taken for a corrupt read.
@@ -87,7 +87,11 @@ impl GoRuntime {
 
     /// Every goroutine of `pid` that is not dead, in `allgs` order.
     pub fn goroutines(&self, pid: u32) -> Result<Vec<GoroutineState>, String> {
-        let header = memory::read(pid, self.allgs, 16).ok_or("runtime.allgs is unreadable")?;
+        let memory =
+            ProcessMemory::open(pid).map_err(|err| format!("opening its memory: {err}"))?;
+        let header = memory
+            .read(self.allgs, 16)
+            .ok_or("runtime.allgs is unreadable")?;
         let word = |bytes: &[u8], at: usize| -> Option<u64> {
             Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
         };
@@ -99,7 +103,7 @@ impl GoRuntime {
         }
         let Some(list) = usize::try_from(len * 8)
             .ok()
-            .and_then(|bytes| memory::read(pid, pointer, bytes))
+            .and_then(|bytes| memory.read(pointer, bytes))
         else {
             return Err(format!("the list of {len} goroutines is unreadable"));
         };
@@ -110,7 +114,7 @@ impl GoRuntime {
                 continue;
             };
             // A goroutine that is freed meanwhile can be gone: skipped, not an error.
-            let Some(bytes) = memory::read(pid, g, span) else {
+            let Some(bytes) = memory.read(g, span) else {
                 continue;
             };
             if let Some(state) = self.parse_g(g, &bytes)

@@ -1,7 +1,7 @@
 //! A snapshot's output: its `blocked_write` records through `trace`'s outputs, `goroutine`
 //! records, and the summary line that ends it.
 
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 
 use crate::{
     aggregate::repeats::Seen,
@@ -15,8 +15,11 @@ use crate::{
 
 pub struct SnapshotOutput {
     output: Output,
-    /// Text for people, or JSON Lines.
+    /// JSON Lines of the goroutines and the summary, buffered (a dump has thousands), after
+    /// `output` has flushed its records.
     json: Option<JsonOutput>,
+    /// The same for text.
+    text: BufWriter<io::Stdout>,
 }
 
 /// Stdout, where a closed pipe ends the output quietly.
@@ -30,13 +33,15 @@ impl SnapshotOutput {
             Format::Text => Self {
                 output: Output::Text(TextOutput::new(stdout(), color, false, Clock::now())),
                 json: None,
+                text: buffered(),
             },
             Format::Json => Self {
                 output: Output::Json {
                     json: JsonOutput::new(stdout()),
                     quiet: false,
                 },
-                json: Some(JsonOutput::new(stdout())),
+                json: Some(JsonOutput::new(Box::new(buffered()))),
+                text: buffered(),
             },
         }
     }
@@ -49,21 +54,24 @@ impl SnapshotOutput {
     pub fn goroutine(&mut self, record: &GoroutineRecord) -> io::Result<()> {
         match &mut self.json {
             Some(json) => ignore_closed(json.record(record)),
-            None => ignore_closed(io::stdout().write_all(render_goroutine(record).as_bytes())),
+            None => ignore_closed(self.text.write_all(render_goroutine(record).as_bytes())),
         }
     }
 
     pub fn summary(&mut self, summary: &SnapshotSummary) -> io::Result<()> {
         let result = match &mut self.json {
             Some(json) => json.record(summary).and_then(|()| json.flush()),
-            None => {
-                let mut out = io::stdout();
-                out.write_all(render_summary(summary).as_bytes())
-                    .and_then(|()| out.flush())
-            }
+            None => self
+                .text
+                .write_all(render_summary(summary).as_bytes())
+                .and_then(|()| self.text.flush()),
         };
         ignore_closed(result)
     }
+}
+
+fn buffered() -> BufWriter<io::Stdout> {
+    BufWriter::with_capacity(64 * 1024, io::stdout())
 }
 
 /// A reader that went away is not an error of ours.
