@@ -27,6 +27,8 @@ const G_SCAN: u32 = 0x1000;
 #[derive(Clone, Debug)]
 pub struct GoRuntime {
     offsets: GOffsets,
+    /// `m.g0`: the thread's system goroutine, whose stack cgo calls run on.
+    m_g0: Option<u64>,
     /// The run-time address of `runtime.allgs`.
     allgs: u64,
     /// `runtime.waitReasonStrings`, when the binary has the symbol.
@@ -50,6 +52,9 @@ pub struct GoroutineState {
     pub waitreason: u8,
     pub gopc: u64,
     pub parent_goid: u64,
+    /// For a goroutine in a system call: the stack of its thread's `g0` (`m.g0.stack`),
+    /// where a cgo call or the runtime runs on its behalf.
+    pub system_stack: Option<(u64, u64)>,
 }
 
 impl GoroutineState {
@@ -69,8 +74,8 @@ impl GoRuntime {
             unsafe { memmap2::Mmap::map(&file) }.map_err(|err| format!("mapping {exe}: {err}"))?;
         let elf = ElfImage::parse(&bytes).map_err(|err| err.to_string())?;
         let binary = GoBinary::from_elf(&elf).map_err(|err| err.to_string())?;
-        let offsets = match &binary.layout {
-            Ok(layout) => layout.offsets.g,
+        let (offsets, m_g0) = match &binary.layout {
+            Ok(layout) => (layout.offsets.g, Some(layout.offsets.m.g0)),
             Err(why) => return Err(format!("runtime offsets unknown: {why}")),
         };
         let linked = find_allgs(&elf, &binary.pclntab)?;
@@ -80,6 +85,7 @@ impl GoRuntime {
             .ok_or("its executable's mapping was not found")?;
         Ok(GoRuntime {
             offsets,
+            m_g0,
             allgs: linked.wrapping_add(bias),
             wait_reasons,
         })
@@ -117,13 +123,32 @@ impl GoRuntime {
             let Some(bytes) = memory.read(g, span) else {
                 continue;
             };
-            if let Some(state) = self.parse_g(g, &bytes)
+            if let Some(mut state) = self.parse_g(g, &bytes)
                 && state.plain_status() != G_DEAD
             {
+                if state.plain_status() == G_SYSCALL {
+                    state.system_stack = self.system_stack(&memory, &bytes);
+                }
                 goroutines.push(state);
             }
         }
         Ok(goroutines)
+    }
+
+    /// The stack of the `g0` of the thread running the goroutine whose `g` is `bytes`.
+    fn system_stack(&self, memory: &ProcessMemory, bytes: &[u8]) -> Option<(u64, u64)> {
+        let word = |bytes: &[u8], offset: u64| -> Option<u64> {
+            let at = usize::try_from(offset).ok()?;
+            Some(u64::from_le_bytes(
+                bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+            ))
+        };
+        let m = word(bytes, self.offsets.m).filter(|m| *m != 0)?;
+        let g0_slot = m.checked_add(self.m_g0?)?;
+        let g0 = word(&memory.read(g0_slot, 8)?, 0).filter(|g0| *g0 != 0)?;
+        let bounds = memory.read(g0.checked_add(self.offsets.stack_lo)?, 16)?;
+        let (lo, hi) = (word(&bounds, 0)?, word(&bounds, 8)?);
+        (lo < hi).then_some((lo, hi))
     }
 
     /// How many bytes of a `g` hold every field read.
@@ -142,6 +167,7 @@ impl GoRuntime {
             o.waitreason,
             o.gopc,
             o.parent_goid.unwrap_or(0),
+            o.m,
         ]
         .into_iter()
         .max()
@@ -177,6 +203,7 @@ impl GoRuntime {
                 Some(offset) => word(offset)?,
                 None => 0,
             },
+            system_stack: None,
         })
     }
 
@@ -186,12 +213,32 @@ impl GoRuntime {
     }
 }
 
+/// How a blocked thread's goroutine was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The thread is on the goroutine's own stack.
+    OwnStack,
+    /// On its thread's system stack (`g0`): a cgo call, or the runtime, for the goroutine.
+    SystemStack,
+}
+
 /// The goroutine whose system call thread stack pointer `sp` is blocked in.
-pub fn owner_of(goroutines: &[GoroutineState], sp: u64) -> Result<&GoroutineState, String> {
+pub fn owner_of(
+    goroutines: &[GoroutineState],
+    sp: u64,
+) -> Result<(&GoroutineState, Owner), String> {
     let mut owners = goroutines
         .iter()
         .filter(|g| g.stack_lo <= sp && sp < g.stack_hi);
     let Some(owner) = owners.next() else {
+        // In C through cgo: the goroutine in a system call whose thread's g0 has this stack.
+        let mut calling = goroutines.iter().filter(|g| {
+            g.plain_status() == G_SYSCALL
+                && g.system_stack.is_some_and(|(lo, hi)| lo <= sp && sp < hi)
+        });
+        if let (Some(caller), None) = (calling.next(), calling.next()) {
+            return Ok((caller, Owner::SystemStack));
+        }
         return Err(format!(
             "no goroutine's stack holds the thread's stack pointer {sp:#x} (a thread on its system stack: cgo or runtime code)"
         ));
@@ -211,7 +258,7 @@ pub fn owner_of(goroutines: &[GoroutineState], sp: u64) -> Result<&GoroutineStat
             crate::enrich::go::status_name(owner.status)
         ));
     }
-    Ok(owner)
+    Ok((owner, Owner::OwnStack))
 }
 
 /// The link-time address of `runtime.allgs`: its symbol, else from `runtime.forEachG`'s code.
@@ -393,6 +440,7 @@ mod tests {
     fn a_hostile_g_is_refused_not_read_out_of_bounds() {
         let runtime = GoRuntime {
             offsets: crate::goruntime::offsets::table()[0].offsets.g,
+            m_g0: None,
             allgs: 0,
             wait_reasons: Vec::new(),
         };
@@ -424,10 +472,26 @@ mod tests {
             ..GoroutineState::default()
         };
         let all = [syscall, waiting];
-        assert_eq!(owner_of(&all, 0x2e00).map(|g| g.goid), Ok(7));
+        assert_eq!(
+            owner_of(&all, 0x2e00).map(|(g, how)| (g.goid, how)),
+            Ok((7, Owner::OwnStack))
+        );
         assert!(owner_of(&all, 0x2f80).is_err(), "above syscallsp");
         assert!(owner_of(&all, 0x4000).is_err(), "not in a syscall");
         assert!(owner_of(&all, 0x9000).unwrap_err().contains("system stack"));
         assert!(owner_of(&[syscall, syscall], 0x2e00).is_err());
+        // In C, on its thread's g0 stack.
+        let in_c = GoroutineState {
+            system_stack: Some((0x7000, 0x9000)),
+            ..syscall
+        };
+        assert_eq!(
+            owner_of(&[in_c, waiting], 0x8000).map(|(g, how)| (g.goid, how)),
+            Ok((7, Owner::SystemStack))
+        );
+        assert!(
+            owner_of(&[in_c, in_c], 0x8000).is_err(),
+            "two callers: unknown"
+        );
     }
 }

@@ -93,9 +93,9 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<i32> {
         }
         match goroutines.of(pid).and_then(|(_, all)| {
             let sp = writer.event.registers.and_then(|r| r.sp()).unwrap_or(0);
-            go::owner_of(all, sp).copied()
+            go::owner_of(all, sp).map(|(owner, how)| (*owner, how))
         }) {
-            Ok(owner) => writer.event.goroutine = Some(goroutine_event(&owner)),
+            Ok((owner, how)) => writer.event.goroutine = Some(goroutine_event(&owner, how)),
             Err(why) => {
                 writer.event.goroutine = Some(Goroutine {
                     flags: go_flags::GO_PROCESS,
@@ -166,9 +166,13 @@ impl Goroutines {
 }
 
 /// The goroutine as the kernel program would have read it: found, owning the stack.
-fn goroutine_event(owner: &GoroutineState) -> Goroutine {
+fn goroutine_event(owner: &GoroutineState, how: go::Owner) -> Goroutine {
+    let on_system_stack = match how {
+        go::Owner::OwnStack => 0,
+        go::Owner::SystemStack => go_flags::ON_SYSTEM_STACK,
+    };
     Goroutine {
-        flags: go_flags::GO_PROCESS | go_flags::FOUND | go_flags::STACK_OWNED,
+        flags: go_flags::GO_PROCESS | go_flags::FOUND | go_flags::STACK_OWNED | on_system_stack,
         status: owner.status,
         fsbase: 0,
         g: owner.g,
