@@ -488,37 +488,6 @@ impl Progress {
         }
     }
 
-    /// A goroutine writing from C through cgo: the thread is on its system stack (g0); the
-    /// goroutine is the one in a system call whose thread's g0 has that stack.
-    #[test]
-    fn go_writer_in_c_through_cgo() {
-        let who = As::SameUser;
-        let Some(blocker) = go_fixture("cgo", "blocker") else {
-            return;
-        };
-        let (started, mut stderr) = writer_into_full_pipe(who, &blocker, &["c"]);
-        let pid = started.0[0].id();
-        let goid = field(
-            &stderr.wait_for("goroutine=", Duration::from_secs(10)),
-            "goroutine",
-        );
-        wait_blocked_writing(pid, 1);
-        let pid_arg = pid.to_string();
-        let (output, _) = snapshot(who, pid, &["--format", "json", "--pid", &pid_arg]);
-        let records = json_lines(&output.stdout);
-        let stuck = blocked_writes(&records);
-        assert_eq!(stuck.len(), 1, "{records:#?}");
-        check_stuck_into_full_pipe(stuck[0], pid);
-        assert_eq!(stuck[0]["go"]["goid"], goid, "{}", stuck[0]);
-        assert_eq!(stuck[0]["go"]["system_stack"], true, "{}", stuck[0]);
-        let names = function_names(stuck[0]);
-        assert!(
-            names.iter().any(|name| name == "stdtrace_c_emit"),
-            "{names:?}"
-        );
-        drop(started);
-    }
-
     /// The last `progress=N` seen.
     fn progress(&self) -> u32 {
         self.lines()
@@ -528,6 +497,37 @@ impl Progress {
             .map(|line| field(line, "progress"))
             .unwrap_or(0)
     }
+}
+
+/// A goroutine writing from C through cgo: the thread is on its system stack (g0); the
+/// goroutine is the one in a system call whose thread's g0 has that stack.
+#[test]
+fn go_writer_in_c_through_cgo() {
+    let who = As::SameUser;
+    let Some(blocker) = go_fixture("cgo", "blocker") else {
+        return;
+    };
+    let (started, mut stderr) = writer_into_full_pipe(who, &blocker, &["c"]);
+    let pid = started.0[0].id();
+    let goid = field(
+        &stderr.wait_for("goroutine=", Duration::from_secs(10)),
+        "goroutine",
+    );
+    wait_blocked_writing(pid, 1);
+    let pid_arg = pid.to_string();
+    let (output, _) = snapshot(who, pid, &["--format", "json", "--pid", &pid_arg]);
+    let records = json_lines(&output.stdout);
+    let stuck = blocked_writes(&records);
+    assert_eq!(stuck.len(), 1, "{records:#?}");
+    check_stuck_into_full_pipe(stuck[0], pid);
+    assert_eq!(stuck[0]["go"]["goid"], goid, "{}", stuck[0]);
+    assert_eq!(stuck[0]["go"]["system_stack"], true, "{}", stuck[0]);
+    let names = function_names(stuck[0]);
+    assert!(
+        names.iter().any(|name| name == "stdtrace_c_emit"),
+        "{names:?}"
+    );
+    drop(started);
 }
 
 fn thousand_goroutines(who: As, test: &str) {

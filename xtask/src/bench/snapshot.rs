@@ -1,5 +1,6 @@
-//! 5. Snapshot: `stdtrace snapshot` node-wide on a host with about 300 processes (one of them
-//! a writer stuck on a full pipe), and `--goroutines` of a Go program with 10,000 goroutines.
+//! 5. Snapshot: `stdtrace snapshot` node-wide on a host with about 300 processes (one of
+//!    them a writer stuck on a full pipe), and `--goroutines` of a Go program with 10,000
+//!    goroutines.
 
 use std::{
     io::{BufRead, BufReader},
