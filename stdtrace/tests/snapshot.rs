@@ -499,6 +499,57 @@ impl Progress {
     }
 }
 
+/// Every Go toolchain the fixtures were built with (1.19 to 1.27), default and stripped: the
+/// goroutine id from `runtime.allgs`, with the `g` offsets from DWARF or the version table and
+/// `allgs` from `runtime.forEachG`'s code when stripped.
+#[test]
+fn go_writer_stuck_with_every_toolchain() {
+    let who = As::SameUser;
+    let root = fixtures::workspace_root().join("target/fixtures/go");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|dirs| dirs.flatten().map(|dir| dir.path()).collect())
+        .unwrap_or_default();
+    versions.retain(|dir| dir.join("default/blocker").exists());
+    versions.sort();
+    if versions.is_empty() {
+        let message = format!(
+            "no Go fixtures in {} (cargo xtask go-fixtures)",
+            root.display()
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("{message}: skipped");
+        return;
+    }
+    for version in &versions {
+        for flavour in ["default", "stripped"] {
+            let blocker = version.join(flavour).join("blocker");
+            if !blocker.exists() {
+                continue;
+            }
+            let (started, mut stderr) = writer_into_full_pipe(who, &blocker, &[]);
+            let pid = started.0[0].id();
+            let goid = field(
+                &stderr.wait_for("goroutine=", Duration::from_secs(10)),
+                "goroutine",
+            );
+            wait_blocked_writing(pid, 1);
+            let pid_arg = pid.to_string();
+            let (output, _) = snapshot(who, pid, &["--format", "json", "--pid", &pid_arg]);
+            let records = json_lines(&output.stdout);
+            let stuck = blocked_writes(&records);
+            assert_eq!(stuck.len(), 1, "{}: {records:#?}", blocker.display());
+            assert_eq!(
+                stuck[0]["go"]["goid"],
+                goid,
+                "{}: {}",
+                blocker.display(),
+                stuck[0]
+            );
+            drop(started);
+        }
+    }
+}
+
 /// A goroutine writing from C through cgo: the thread is on its system stack (g0); the
 /// goroutine is the one in a system call whose thread's g0 has that stack.
 #[test]
