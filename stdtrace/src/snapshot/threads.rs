@@ -186,13 +186,59 @@ fn sum_iovecs(bytes: &[u8]) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// How long thread `tid` has been off the CPU, at least: `se.exec_start` (the scheduler
-/// clock when it last ran) against our own thread's, which is running now. Our own value can
-/// lag now by up to a tick, so the difference is a lower bound.
+/// How long thread `tid` has been off the CPU, at least: `se.exec_start` (its CPU's task
+/// clock when it last ran) against our own, read on that same CPU. Each CPU's task clock
+/// leaves out the time spent in interrupts and stolen by the hypervisor, so two CPUs' clocks
+/// drift apart: only one CPU's clock compared with itself gives a lower bound. Our thread is
+/// moved there for the reading (never the target), and its clock can lag now by up to a tick,
+/// which only makes the bound lower.
 fn blocked_for_ns(pid: u32, tid: u32) -> Option<u64> {
     let theirs = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
-    let ours = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
-    Some(exec_start_ns(&ours)?.saturating_sub(exec_start_ns(&theirs)?))
+    let theirs = exec_start_ns(&theirs)?;
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|stat| last_cpu(&stat));
+    let ours = on_cpu(cpu, || {
+        exec_start_ns(&std::fs::read_to_string("/proc/thread-self/sched").ok()?)
+    })?;
+    Some(ours.saturating_sub(theirs))
+}
+
+/// The CPU a thread last ran on: field 39 of `/proc/PID/task/TID/stat`.
+pub fn last_cpu(stat: &str) -> Option<usize> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Fields from the state (field 3) on: the CPU is the 37th of them.
+    after_comm.split_whitespace().nth(36)?.parse().ok()
+}
+
+/// Runs `read` with our own thread pinned to `cpu`, then restores its affinity. If it cannot
+/// be moved there (a cpuset, an offline CPU), it runs where it is.
+fn on_cpu<T>(cpu: Option<usize>, read: impl FnOnce() -> Option<T>) -> Option<T> {
+    let Some(cpu) = cpu.filter(|cpu| *cpu < libc::CPU_SETSIZE as usize) else {
+        return read();
+    };
+    // SAFETY: cpu_set_t is plain bits; zeroed is the empty set.
+    let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: sched_getaffinity fills the set we own, for our own thread (0).
+    if unsafe { libc::sched_getaffinity(0, size, &mut before) } != 0 {
+        return read();
+    }
+    // SAFETY: as above.
+    let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut only) };
+    // SAFETY: moves our own thread only; the kernel migrates it before returning.
+    let moved = unsafe { libc::sched_setaffinity(0, size, &only) } == 0;
+    if !moved {
+        log::debug!("cannot run on CPU {cpu}: the blocked time compares two CPUs' clocks");
+    }
+    let value = read();
+    if moved {
+        // SAFETY: restores the set read above, on our own thread.
+        unsafe { libc::sched_setaffinity(0, size, &before) };
+    }
+    value
 }
 
 /// `se.exec_start` of the text of a `sched` file (milliseconds, with six decimals), in ns.
@@ -230,6 +276,19 @@ mod tests {
         ] {
             assert_eq!(exec_start_ns(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_last_cpu_is_field_39() {
+        let stat = "812 (my (odd) app) S 1 812 812 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    4242 1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0";
+        assert_eq!(last_cpu(stat), Some(3));
+        assert_eq!(last_cpu("812 (x) S 1"), None);
+        assert_eq!(last_cpu("garbage"), None);
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert!(last_cpu(&own).is_some());
+        // Pinned there and back: our own affinity is what it was.
+        assert!(on_cpu(last_cpu(&own), || Some(1)).is_some());
     }
 
     #[test]
