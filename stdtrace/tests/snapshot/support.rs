@@ -57,11 +57,13 @@ pub fn command_as(who: As, program: &Path, args: &[&str]) -> Command {
     }
 }
 
-/// A pipe: (read end, write end), inheritable.
+/// A pipe: (read end, write end), close-on-exec, so that children other tests start at the
+/// same time do not inherit an end (the child it is given to gets it as its stdin or stdout,
+/// which `dup2` makes inheritable).
 pub fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
-    // SAFETY: pipe fills the two ints we own.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe2 fills the two ints we own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
     // SAFETY: fresh descriptors owned by nobody else.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
