@@ -4,39 +4,8 @@ use super::*;
 
 fn write_error() -> WriteReport {
     WriteReport {
-        record_type: RecordType::WriteError,
         ts_ns: 5,
-        pid: 812,
         tid: 813,
-        comm: "writer".into(),
-        syscall: "write",
-        fd: 4,
-        errno: Some(Errno::EPIPE),
-        state: None,
-        duration_ms: None,
-        count: Some(1),
-        count_partial: false,
-        target: FdTarget {
-            kind: TargetKind::Pipe,
-            inode: Some(40213),
-            path: Some("pipe:[40213]".into()),
-            pts: None,
-            nonblocking: Some(false),
-            readers: Some(vec![]),
-            writers: Some(vec![Peer {
-                pid: 812,
-                comm: "writer".into(),
-                fds: vec![4],
-                activity: None,
-            }]),
-            read_ends: Some(0),
-            write_ends: Some(1),
-            capacity: None,
-            queued: None,
-            socket: None,
-            last_reader: None,
-            unknown: None,
-        },
         stack: vec![FrameReport {
             address: "0x401000".into(),
             function: Some("emit_epipe".into()),
@@ -48,9 +17,7 @@ fn write_error() -> WriteReport {
             unknown: None,
         }],
         stack_end: None,
-        go: None,
-        site: None,
-        repeat: false,
+        ..samples::report()
     }
 }
 
