@@ -171,8 +171,11 @@ pub mod counter {
     /// Matched writes from a known call site that could not be counted there because the map
     /// of call-site counts was full (still in the per-(pid, fd, errno) totals).
     pub const SITES_FULL: u32 = 12;
+    /// Goroutines parked after EAGAIN that could not be recorded because the map of parked
+    /// goroutines had no room: they are never reported parked, nor resumed.
+    pub const PARKED_FULL: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
 }
 
 /// Offsets of the kernel struct members the programs read, in bytes, taken from the running

@@ -164,10 +164,10 @@ fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
     }
     bump(counter::MATCHED);
 
+    // From here on, every way out is counted: sent (`reported`), counted at its call site
+    // (`REPEATS`), or lost (`RINGBUF_FULL`), so that `reported + dropped + repeats =
+    // failed_writes` holds exactly.
     let regs = user_registers();
-    let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT) else {
-        return;
-    };
     // The saved registers, loaded directly through the trusted pointer the kernel gives.
     let have_regs = regs != 0;
     let register = |offset: u32| user_register(regs, offset);
@@ -192,7 +192,11 @@ fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
     // The write that raised its process's first SIGPIPE on this fd goes out in full: the
     // SIGPIPE story is told with it.
     let raised_sigpipe = errno == EPIPE && take_sigpipe_writer(tid);
-    if have_regs && !raised_sigpipe {
+    // Without its scratch memory (never, in practice) the write is sent, not lost.
+    if have_regs
+        && !raised_sigpipe
+        && let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT)
+    {
         let ip = register(config::layout_field!(pt_regs_ip));
         let sp = register(config::layout_field!(pt_regs_sp));
         // SAFETY: plain helper call.

@@ -891,6 +891,7 @@ impl Session {
                 blocked_untracked: counters[counter::BLOCKED_UNTRACKED as usize],
                 blocked_dropped: counters[counter::BLOCKED_DROPPED as usize],
                 sites_full: counters[counter::SITES_FULL as usize],
+                parked_full: counters[counter::PARKED_FULL as usize],
             },
         })
     }

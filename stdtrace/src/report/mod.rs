@@ -178,6 +178,8 @@ pub struct KernelCounters {
     /// Repeated failures not counted per call site because its map was full (still in the
     /// totals and in `repeats`).
     pub sites_full: u64,
+    /// Goroutines parked after EAGAIN not recorded because the kernel's map of them was full.
+    pub parked_full: u64,
 }
 
 /// `{"type":"summary",...}`: the last line of every run.
@@ -517,7 +519,7 @@ mod tests {
                 "kernel": {"registers_unreadable": 0, "fd_unreadable": 0, "stack_unreadable": 0,
                            "tally_full": 0, "children_followed": 0, "lifecycle_dropped": 0,
                            "writes_blocked": 0, "blocked_untracked": 0, "blocked_dropped": 0,
-                           "sites_full": 0}
+                           "sites_full": 0, "parked_full": 0}
             })
         );
     }
