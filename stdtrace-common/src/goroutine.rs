@@ -1,7 +1,6 @@
 //! The goroutine behind a write in a Go process, and the one walk that finds it: the kernel
 //! program runs it at event time (reading with `bpf_probe_read_user`), userspace runs it later
-//! for a thread still blocked (reading the process's memory with `process_vm_readv`), each
-//! through its own [`GoMemory`].
+//! for a thread still blocked (reading `/proc/PID/mem`), each through its own [`GoMemory`].
 //!
 //! The thread's current `g` sits in thread-local storage at a per-binary offset from the FS
 //! base. On the system stack (g0, running C code called through cgo, or the runtime) that `g`

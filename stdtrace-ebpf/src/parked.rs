@@ -5,7 +5,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use stdtrace_common::{
-    Goroutine, PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, counter, go_flags,
+    Goroutine, PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, counter,
 };
 
 use crate::maps::{PARKED, PARKED_PROCESSES, bump};
@@ -13,14 +13,10 @@ use crate::maps::{PARKED, PARKED_PROCESSES, bump};
 /// A Go write got EAGAIN: the goroutine is about to park.
 #[inline(always)]
 pub fn record(tgid: u32, tid: u32, fd: i32, syscall: u32, goroutine: &Goroutine) {
-    if goroutine.flags & go_flags::FOUND == 0 || goroutine.flags & go_flags::STACK_OWNED == 0 {
+    let Some(goid) = goroutine.certain_goid() else {
         return;
-    }
-    let key = ParkedKey {
-        tgid,
-        fd,
-        goid: goroutine.goid,
     };
+    let key = ParkedKey { tgid, fd, goid };
     let parked = ParkedWrite {
         // SAFETY: plain helper call.
         since_ns: unsafe { bpf_ktime_get_ns() },

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, RingBuf};
-use stdtrace_common::{FailureKey, TracerConfig, counter, go_flags};
+use stdtrace_common::{FailureKey, TracerConfig, counter};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -787,9 +787,6 @@ impl Session {
             .filter(|blocked| blocked.blocked_ns(now) >= self.stuck_ns)
             .map(|blocked| {
                 let write = &blocked.write;
-                let go = write.go;
-                let goid_certain =
-                    go.flags & go_flags::FOUND != 0 && go.flags & go_flags::STACK_OWNED != 0;
                 StuckWrite {
                     pid: write.tgid,
                     tid: write.tid,
@@ -799,7 +796,7 @@ impl Session {
                         .unwrap_or("write"),
                     fd: write.fd,
                     duration_ms: blocked.blocked_ns(now) / 1_000_000,
-                    goid: goid_certain.then_some(go.goid),
+                    goid: write.go.certain_goid(),
                 }
             })
             .collect();
