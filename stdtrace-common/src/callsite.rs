@@ -110,6 +110,10 @@ const _: () = {
     assert!(core::mem::size_of::<FirstReturn>() == 8);
     assert!(core::mem::size_of::<FingerprintKey>() == 24);
     assert!(core::mem::size_of::<Fingerprint>() == 8 + FINGERPRINT_FRAMES * 12);
+    assert!(
+        core::mem::size_of::<Fingerprints>()
+            == FINGERPRINT_ALTERNATIVES * core::mem::size_of::<Fingerprint>()
+    );
     assert!(core::mem::size_of::<SiteKey>() == 24);
     assert!(core::mem::size_of::<SiteCount>() == 24);
 };
