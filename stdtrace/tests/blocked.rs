@@ -481,6 +481,10 @@ fn go_writer_parked_then_resumed() {
     assert_eq!(resumed[0]["fd"], fd);
     assert!(resumed[0]["duration_ms"].as_u64() >= parked[0]["duration_ms"].as_u64());
     assert!(resumed[0]["ts_ns"].as_u64() > parked[0]["ts_ns"].as_u64());
+    // The kernel had room for every goroutine that parked.
+    let summary = records.last().unwrap();
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!(summary["kernel"]["parked_full"], 0, "{summary}");
 }
 
 /// A writer blocked on a unix socket whose other end (held by the test) is never read: the

@@ -171,6 +171,7 @@ fn check_failed_writes(
     assert_eq!(total("EPIPE", fixture.epipe_fd), EPIPES as u64);
     assert_eq!(total("EAGAIN", fixture.eagain_fd), EAGAINS as u64);
     assert_eq!(summary["dropped"], 0);
+    assert_eq!(summary["kernel"]["parked_full"], 0, "{summary}");
 }
 
 /// The failures repeated at `first`'s call site (its pid, fd, errno and site), as the last
