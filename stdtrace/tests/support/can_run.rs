@@ -30,7 +30,9 @@ impl Need<'_> {
         match self {
             Need::Root => "run the tests as root",
             Need::GoFixture(_) | Need::GoFixtures => "run `cargo xtask go-fixtures`",
-            Need::Ptrace => "allow ptrace of child processes (kernel.yama.ptrace_scope, seccomp)",
+            Need::Ptrace => {
+                "allow ptrace of the tests' own children: no seccomp rule against it, Yama scope 0 or 1"
+            }
         }
     }
 }
