@@ -38,16 +38,17 @@ impl Need<'_> {
 }
 
 /// Whether `need` is met here. When it is not, applies the rule ([`cannot_run`]) and returns
-/// false: the test then returns. [`Need::GoFixtures`] and [`Need::Ptrace`] are checked by the
-/// caller, who calls [`cannot_run`] itself; here they count as met.
+/// false: the test then returns. [`Need::GoFixtures`] and [`Need::Ptrace`] are found unmet by
+/// the caller's own checks, who then calls [`cannot_run`] itself.
 pub fn require(need: Need<'_>) -> bool {
     let unmet = match need {
         // SAFETY: geteuid has no preconditions.
-        Need::Root if unsafe { libc::geteuid() } != 0 => {
-            Some("needs root to load the kernel programs".to_owned())
+        Need::Root => (unsafe { libc::geteuid() } != 0)
+            .then(|| "needs root to load the kernel programs".to_owned()),
+        Need::GoFixture(path) => (!path.exists()).then(|| format!("{} is missing", path.display())),
+        Need::GoFixtures | Need::Ptrace => {
+            panic!("require cannot check {need:?}: check it, then call cannot_run when unmet")
         }
-        Need::GoFixture(path) if !path.exists() => Some(format!("{} is missing", path.display())),
-        _ => None,
     };
     match unmet {
         Some(why) => {
