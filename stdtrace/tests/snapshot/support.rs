@@ -16,6 +16,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
+    can_run::{self, Need},
     fixtures,
     stdtrace::{self, Lines, field},
 };
@@ -33,10 +34,11 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether the test can run as `who`; under `CI=true`, one that cannot fails.
-pub fn can_run(test: &str, who: As) -> bool {
+/// Whether the test (named for the caller's reading; `can_run` names it itself) can run as
+/// `who`; under `CI=true`, one that cannot fails.
+pub fn can_run(_test: &str, who: As) -> bool {
     match who {
-        As::Root => stdtrace::can_trace(test),
+        As::Root => can_run::require(Need::Root),
         // Not root: the tests already run as a normal user.
         As::SameUser => true,
     }
@@ -300,18 +302,7 @@ pub fn go_fixture(flavour: &str, program: &str) -> Option<PathBuf> {
         .join("target/fixtures/go/1.25.5")
         .join(flavour)
         .join(program);
-    if path.exists() {
-        return Some(path);
-    }
-    let message = format!(
-        "{} is missing (run `cargo xtask go-fixtures`)",
-        path.display()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}");
-    }
-    eprintln!("{message}: skipped");
-    None
+    can_run::require(Need::GoFixture(&path)).then_some(path)
 }
 
 /// The fixture's stderr, read in the background: every line so far.
