@@ -13,6 +13,7 @@
 pub mod blocked;
 pub mod call_path;
 pub mod capture;
+pub mod container;
 pub mod go;
 pub mod inspector;
 pub mod namer;

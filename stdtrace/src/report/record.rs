@@ -8,6 +8,9 @@
 
 use serde::Serialize;
 
+mod container;
+
+pub use self::container::{Container, OutputSink, Pod, Runtime, RuntimeRole};
 pub use crate::errno::Errno;
 
 /// The `type` of a record.
