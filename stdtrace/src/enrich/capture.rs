@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -10,6 +11,7 @@ use std::{
 use crate::{
     enrich::{
         Inspector,
+        container::{Containers, role},
         go::{GoProgram, GoTracker},
     },
     errno::Errno,
@@ -17,11 +19,12 @@ use crate::{
     process::{
         activity,
         address_space::AddressSpaces,
+        cgroup::ContainerCgroup,
         fd::{self, HolderQuery, Holders, SpecialDevices},
         maps::ProcessMaps,
         perf_mmap::SpaceEvent,
     },
-    report::record::{FdTarget, TargetKind},
+    report::record::{Container, FdTarget, Peer, RuntimeRole, TargetKind},
     symbolize::OpenObjects,
 };
 
@@ -49,6 +52,8 @@ pub struct CapturedWrite {
     pub target: FdTarget,
     /// The Go program the writer runs, if it is one.
     pub go: Option<Arc<GoProgram>>,
+    /// The container the writer runs in, if it is in one.
+    pub container: Option<Arc<Container>>,
 }
 
 /// The first stage: capture at once what could vanish.
@@ -60,6 +65,10 @@ pub struct Capture {
     special: SpecialDevices,
     exited: Vec<u32>,
     own_pid: u32,
+    /// Container metadata, by container id.
+    containers: Containers,
+    /// The container of each process seen (its cgroup read once, until it execs or exits).
+    process_containers: HashMap<u32, Option<Arc<Container>>>,
 }
 
 impl Default for Capture {
@@ -70,6 +79,12 @@ impl Default for Capture {
 
 impl Capture {
     pub fn new() -> Self {
+        Self::with_host_root("/")
+    }
+
+    /// A capture that reads the host's procfs and runtime state under `root` (where the
+    /// host's filesystem is mounted, for a node agent in a container).
+    pub fn with_host_root(root: impl Into<PathBuf>) -> Self {
         Self {
             images: HashMap::new(),
             spaces: AddressSpaces::new(),
@@ -77,6 +92,8 @@ impl Capture {
             special: SpecialDevices::probe(),
             exited: Vec::new(),
             own_pid: std::process::id(),
+            containers: Containers::new(root),
+            process_containers: HashMap::new(),
         }
     }
 
@@ -94,6 +111,7 @@ impl Capture {
     /// The process called exec: its old memory map is no longer valid.
     pub fn process_replaced(&mut self, pid: u32) {
         self.images.remove(&pid);
+        self.process_containers.remove(&pid);
     }
 
     /// The process ended; what is known of it is kept until the current batch is captured.
@@ -112,6 +130,7 @@ impl Capture {
         let mut targets = Vec::with_capacity(events.len());
         for event in &events {
             self.refresh_image(event);
+            self.container_of(event.pid);
             targets.push(fd::describe(
                 event.pid,
                 event.fd,
@@ -156,6 +175,17 @@ impl Capture {
                         reader.activity = activity::of_process(reader.pid, &reader.fds);
                     }
                 }
+                let container = self.process_containers.get(&event.pid).cloned().flatten();
+                // A runtime process reading this pipe serves this writer's container (a
+                // containerd shim's own `-id` is its pod sandbox's).
+                if let (Some(container), Some(readers)) = (&container, &mut target.readers) {
+                    for role in readers
+                        .iter_mut()
+                        .filter_map(|reader| reader.runtime.as_mut())
+                    {
+                        role.serves = Some(Container::clone(container));
+                    }
+                }
                 let image = self.images.get(&event.pid).cloned().unwrap_or_else(|| {
                     ProcessImage::Unavailable("its memory map was not read".to_owned())
                 });
@@ -164,11 +194,13 @@ impl Capture {
                     event,
                     image,
                     target,
+                    container,
                 }
             })
             .collect();
         for pid in self.exited.drain(..) {
             self.images.remove(&pid);
+            self.process_containers.remove(&pid);
         }
         captured
     }
@@ -264,9 +296,50 @@ impl Capture {
             .flat_map(|holders| holders.readers.iter().map(|reader| reader.pid))
             .collect();
         pipes.watch_readers(&readers);
-        for (query, holders) in found {
+        for (query, mut holders) in found {
+            for peer in holders.readers.iter_mut().chain(holders.writers.iter_mut()) {
+                self.describe_peer(peer);
+            }
             self.holders.insert(query, (now, holders));
         }
+    }
+
+    /// The container a process runs in: its cgroup read once (cheap), its metadata from the
+    /// container stage's cache.
+    fn container_of(&mut self, pid: u32) -> Option<Arc<Container>> {
+        if let Some(known) = self.process_containers.get(&pid) {
+            return known.clone();
+        }
+        let container = self.containers.of_process(pid);
+        self.process_containers.insert(pid, container.clone());
+        container
+    }
+
+    /// A holder's container, and what it does if it is a container runtime process.
+    fn describe_peer(&mut self, peer: &mut Peer) {
+        peer.container = self.container_of(peer.pid).as_deref().cloned();
+        let root = self.containers.root().to_owned();
+        let Some(runtime) = role::of_process(&root, peer.pid) else {
+            return;
+        };
+        let serves = runtime.container_id.as_ref().map(|id| {
+            self.containers.cached(id).unwrap_or_else(|| {
+                self.containers.resolve(&ContainerCgroup {
+                    id: id.clone(),
+                    runtime: runtime.runtime,
+                    namespace: None,
+                    pod_uid: None,
+                    qos: None,
+                    path: String::new(),
+                })
+            })
+        });
+        let sends_to = role::sinks(&root, peer.pid, runtime.container_id.as_deref());
+        peer.runtime = Some(RuntimeRole {
+            role: runtime.role,
+            serves: serves.as_deref().cloned(),
+            sends_to,
+        });
     }
 
     /// Finds who reads the pipes `pids` write to (through any of their fds), and asks the

@@ -140,6 +140,9 @@ pub struct WriteReport {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
+    /// The container the writer runs in; absent for a process outside containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
     pub syscall: &'static str,
     pub fd: i32,
     /// For a `write_error`: the errno it failed with.
@@ -351,6 +354,13 @@ pub struct Peer {
     /// What it is doing, when that matters (the reader of a blocked write).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub activity: Option<Activity>,
+    /// The container it runs in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// For a container runtime process: `role`, the container it `serves`, and where it
+    /// `sends_to` that container's output.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeRole>,
 }
 
 /// The process that held a pipe's read end last and let it go, as the kernel remembered it.
@@ -488,6 +498,7 @@ pub mod samples {
             pid: 812,
             tid: 812,
             comm: "writer".into(),
+            container: None,
             syscall: "write",
             fd: 4,
             errno: Some(Errno::EPIPE),
@@ -513,6 +524,8 @@ pub mod samples {
                     comm: "writer".into(),
                     fds: vec![4],
                     activity: None,
+                    container: None,
+                    runtime: None,
                 }]),
                 unknown: None,
             },

@@ -65,10 +65,11 @@ impl TextOutput {
             (None, _) => String::new(),
         };
         let who = format!(
-            "{} pid {} ({}){}: {}({}{})",
+            "{} pid {} ({}){}{}: {}({}{})",
             style.dim(&self.clock.format(report.ts_ns)),
             report.pid,
             style.bold(&sanitize(&report.comm)),
+            container::label(report.container.as_ref()),
             thread,
             report.syscall,
             report.fd,
@@ -373,9 +374,15 @@ fn describe_socket(socket: &SocketInfo) -> String {
 
 /// `reader pid 813 (log-shipper) sleeping in clock_nanosleep, not reading`
 fn reader_activity(reader: &Peer) -> String {
-    let who = format!("reader pid {} ({})", reader.pid, sanitize(&reader.comm));
+    let who = format!(
+        "reader pid {} ({}){}",
+        reader.pid,
+        sanitize(&reader.comm),
+        container::label(reader.container.as_ref())
+    );
+    let role = container::role(reader);
     let Some(activity) = &reader.activity else {
-        return who;
+        return format!("{who}{role}");
     };
     let doing = if activity.reading {
         "reading".to_owned()
@@ -392,7 +399,7 @@ fn reader_activity(reader: &Peer) -> String {
             None => format!("{}, not reading", activity.state),
         }
     };
-    format!("{who} {doing}")
+    format!("{who} {doing}{role}")
 }
 
 fn peers(list: &[Peer]) -> String {
@@ -590,6 +597,9 @@ pub fn signal_name(signal: i32) -> String {
         .map(|name| (*name).to_owned())
         .unwrap_or_else(|| format!("signal {signal}"))
 }
+
+#[path = "text/container.rs"]
+mod container;
 
 #[cfg(test)]
 mod tests;
