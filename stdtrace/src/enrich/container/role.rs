@@ -234,8 +234,7 @@ mod tests {
     #[test]
     fn cri_os_conmon() {
         // CRI-O 1.2x's conmon: long options, a bare log path under /var/log/pods.
-        let log =
-            format!("/var/log/pods/prod_web-0_8d3c5f6a-1b2e-4c7d-9a0f-3e5b7c9d1a2f/app/0.log");
+        let log = "/var/log/pods/prod_web-0_8d3c5f6a-1b2e-4c7d-9a0f-3e5b7c9d1a2f/app/0.log";
         let cid = format!("--cid={ID}");
         let args = [
             "/usr/bin/conmon",
@@ -251,7 +250,7 @@ mod tests {
             "--socket-dir-path",
             "/var/run/crio",
             "--log-path",
-            &log,
+            log,
             "--log-size-max",
             "-1",
             "--syslog",
@@ -261,7 +260,7 @@ mod tests {
         let found = classify("conmon", &cmdline(&args)).unwrap();
         assert_eq!(found.runtime, Some(Runtime::CriO));
         assert_eq!(found.container_id.as_deref(), Some(ID));
-        assert_eq!(found.log_path.as_deref(), Some(log.as_str()));
+        assert_eq!(found.log_path.as_deref(), Some(log));
     }
 
     #[test]
