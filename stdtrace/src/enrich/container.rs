@@ -35,6 +35,8 @@ const MAX_DELETED: usize = 256;
 const RETRY_UNRESOLVED: Duration = Duration::from_secs(5);
 /// How often the cache checks which containers are gone.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How far up from a container's process a containerd shim is looked for.
+const MAX_ANCESTORS: usize = 8;
 
 struct Entry {
     container: Arc<Container>,
@@ -51,6 +53,8 @@ pub struct Containers {
     live: HashMap<String, Entry>,
     deleted: VecDeque<Arc<Container>>,
     swept: Instant,
+    /// containerd task directories learned from running shims (see [`Self::learn_from_shim`]).
+    containerd_tasks: Vec<PathBuf>,
 }
 
 impl Containers {
@@ -60,6 +64,7 @@ impl Containers {
             live: HashMap::new(),
             deleted: VecDeque::new(),
             swept: Instant::now(),
+            containerd_tasks: Vec::new(),
         }
     }
 
@@ -70,7 +75,12 @@ impl Containers {
     /// The container process `pid` runs in, if it is in one (None also when it is gone).
     pub fn of_process(&mut self, pid: u32) -> Option<Arc<Container>> {
         match cgroup::read(&self.root, pid) {
-            Ok(Some(found)) => Some(self.resolve(&found)),
+            Ok(Some(found)) => {
+                if self.cached(&found.id).is_none() {
+                    self.learn_from_shim(pid);
+                }
+                Some(self.resolve(&found))
+            }
             Ok(None) => None,
             Err(err) => {
                 log::debug!("reading the cgroup of pid {pid}: {err}");
@@ -93,7 +103,11 @@ impl Containers {
             return gone.clone();
         }
         let started = Instant::now();
-        let (container, state) = state::resolve(&self.root, found);
+        let dirs = state::StateDirs {
+            root: &self.root,
+            containerd_tasks: &self.containerd_tasks,
+        };
+        let (container, state) = state::resolve(&dirs, found);
         log::debug!(
             "container {}: {container:?} (from {state:?}, in {:?})",
             found.id,
@@ -113,6 +127,39 @@ impl Containers {
             },
         );
         container
+    }
+
+    /// A containerd shim runs in its task's bundle directory, `<state>/io.containerd.runtime.
+    /// v2.task/<ns>/<id>`: the container's init is its child, so an ancestor of a container's
+    /// process that is a shim says where a containerd started with `--state DIR` (or k3s's)
+    /// keeps its bundles. Asked only for a container not cached yet.
+    fn learn_from_shim(&mut self, pid: u32) {
+        let mut current = pid;
+        for _ in 0..MAX_ANCESTORS {
+            let Some(parent) = parent_of(&self.root, current) else {
+                return;
+            };
+            if parent <= 1 {
+                return;
+            }
+            let proc = self.root.join(format!("proc/{parent}"));
+            let comm = std::fs::read(proc.join("comm")).unwrap_or_default();
+            if comm.starts_with(b"containerd-shim") {
+                let Ok(cwd) = std::fs::read_link(proc.join("cwd")) else {
+                    return;
+                };
+                let tasks = cwd.parent().and_then(Path::parent);
+                if let Some(tasks) = tasks.filter(|tasks| tasks.ends_with(state::TASK_DIR_NAME)) {
+                    let tasks = self.root.join(tasks.strip_prefix("/").unwrap_or(tasks));
+                    if !self.containerd_tasks.contains(&tasks) {
+                        log::debug!("containerd keeps its tasks in {}", tasks.display());
+                        self.containerd_tasks.push(tasks);
+                    }
+                }
+                return;
+            }
+            current = parent;
+        }
     }
 
     /// A container by id, as far as the cache knows it (live or recently deleted).
@@ -166,6 +213,15 @@ impl Containers {
         self.swept = Instant::now() - SWEEP_EVERY;
         self.sweep(Instant::now());
     }
+}
+
+/// The parent pid in `/proc/PID/stat` (the field after the state, after the `(comm)` that may
+/// hold spaces and parentheses).
+fn parent_of(root: &Path, pid: u32) -> Option<u32> {
+    let stat = std::fs::read(root.join(format!("proc/{pid}/stat"))).ok()?;
+    let after = stat.iter().rposition(|byte| *byte == b')')?;
+    let rest = String::from_utf8_lossy(stat.get(after + 1..)?).into_owned();
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub const MAX_CONFIG: u64 = 4 * 1024 * 1024;
 const MAX_STORE_INDEX: u64 = 32 * 1024 * 1024;
 
 const CONTAINERD_TASKS: &str = "run/containerd/io.containerd.runtime.v2.task";
+/// The name of a containerd task directory, under whatever `--state` it was given.
+pub const TASK_DIR_NAME: &str = "io.containerd.runtime.v2.task";
 const STORAGE_ROOTS: [&str; 2] = ["var/lib/containers/storage", "run/containers/storage"];
 const DOCKER_CONTAINERS: &str = "var/lib/docker/containers";
 
@@ -111,20 +113,30 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, serde
     serde_json::from_slice(bytes)
 }
 
+/// Where the runtimes' state is looked for.
+pub struct StateDirs<'a> {
+    /// The host's root.
+    pub root: &'a Path,
+    /// containerd task directories besides the default one (`--state DIR`, k3s's), as found
+    /// from running shims' working directories (already under the root).
+    pub containerd_tasks: &'a [PathBuf],
+}
+
 /// The container a cgroup names, with what its runtime's state says; and the state file it
 /// came from (None when none was found).
-pub fn resolve(root: &Path, found: &ContainerCgroup) -> (Container, Option<PathBuf>) {
+pub fn resolve(dirs: &StateDirs<'_>, found: &ContainerCgroup) -> (Container, Option<PathBuf>) {
+    let root = dirs.root;
     let mut container = Container {
         id: found.id.clone(),
         runtime: found.runtime,
         ..Container::default()
     };
     let mut why = Vec::new();
-    let sources: [fn(&Path, &ContainerCgroup, &mut Container) -> Lookup; 3] =
+    let sources: [fn(&StateDirs<'_>, &ContainerCgroup, &mut Container) -> Lookup; 3] =
         [containerd, containers_storage, docker];
     let mut state = None;
     for source in sources {
-        match source(root, found, &mut container) {
+        match source(dirs, found, &mut container) {
             Lookup::Found(path) => {
                 state = Some(path);
                 break;
@@ -178,14 +190,24 @@ fn bundle_at(path: &Path) -> Result<Option<Bundle>, String> {
     }
 }
 
-fn containerd(root: &Path, found: &ContainerCgroup, container: &mut Container) -> Lookup {
+fn containerd(dirs: &StateDirs<'_>, found: &ContainerCgroup, container: &mut Container) -> Lookup {
     if !matches!(found.runtime, None | Some(Runtime::Containerd)) {
         return Lookup::Absent;
     }
-    let tasks = root.join(CONTAINERD_TASKS);
+    let default = dirs.root.join(CONTAINERD_TASKS);
+    for tasks in std::iter::once(&default).chain(dirs.containerd_tasks) {
+        match containerd_in(tasks, found, container) {
+            Lookup::Absent => {}
+            lookup => return lookup,
+        }
+    }
+    Lookup::Absent
+}
+
+fn containerd_in(tasks: &Path, found: &ContainerCgroup, container: &mut Container) -> Lookup {
     let namespaces: Vec<String> = match &found.namespace {
         Some(namespace) => vec![namespace.clone()],
-        None => list_dir(&tasks),
+        None => list_dir(tasks),
     };
     for namespace in namespaces {
         let path = tasks.join(&namespace).join(&found.id).join("config.json");
@@ -253,7 +275,12 @@ pub fn apply_kubernetes_annotations(bundle: &Bundle, container: &mut Container) 
     };
 }
 
-fn containers_storage(root: &Path, found: &ContainerCgroup, container: &mut Container) -> Lookup {
+fn containers_storage(
+    dirs: &StateDirs<'_>,
+    found: &ContainerCgroup,
+    container: &mut Container,
+) -> Lookup {
+    let root = dirs.root;
     if !matches!(found.runtime, None | Some(Runtime::CriO | Runtime::Podman)) {
         return Lookup::Absent;
     }
@@ -347,11 +374,12 @@ pub struct DockerContainerConfig {
     pub labels: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-fn docker(root: &Path, found: &ContainerCgroup, container: &mut Container) -> Lookup {
+fn docker(dirs: &StateDirs<'_>, found: &ContainerCgroup, container: &mut Container) -> Lookup {
     if !matches!(found.runtime, None | Some(Runtime::Docker)) {
         return Lookup::Absent;
     }
-    let path = root
+    let path = dirs
+        .root
         .join(DOCKER_CONTAINERS)
         .join(&found.id)
         .join("config.v2.json");

@@ -294,3 +294,48 @@ fn a_process_outside_containers_has_none() {
         Some(ID.to_owned())
     );
 }
+
+#[test]
+fn a_shims_working_directory_says_where_containerd_keeps_its_tasks() {
+    // containerd started with `--state /state`; ctr run with a kubepods-style `--cgroup`.
+    let host = HostRoot::new("shim-state");
+    host.write(
+        &format!("state/io.containerd.runtime.v2.task/default/{ID}/config.json"),
+        CONTAINERD_BUNDLE.as_bytes(),
+    );
+    host.write(
+        "proc/90/cgroup",
+        format!(
+            "4:memory:/kubepods/besteffort/pod{UID}/{ID}\n0::/kubepods/besteffort/pod{UID}/{ID}\n"
+        )
+        .as_bytes(),
+    );
+    host.write("proc/90/stat", b"90 (sh) S 80 90 90 0 -1 4194560 97 0 0 0");
+    host.write(
+        "proc/80/stat",
+        b"80 (containerd-shim) S 1 80 1 0 -1 0 0 0 0 0",
+    );
+    host.write("proc/80/comm", b"containerd-shim\n");
+    std::os::unix::fs::symlink(
+        format!("/state/io.containerd.runtime.v2.task/default/{ID}"),
+        host.0.join("proc/80/cwd"),
+    )
+    .unwrap();
+    let mut containers = Containers::new(&host.0);
+    let found = containers.of_process(90).unwrap();
+    assert_eq!(found.runtime, Some(Runtime::Containerd));
+    assert_eq!(found.pod.name.as_deref(), Some("web-0"));
+    assert_eq!(found.pod.uid.as_deref(), Some(UID));
+    assert_eq!(found.container_name.as_deref(), Some("app"));
+    assert_eq!(found.unknown, None);
+}
+
+#[test]
+fn parent_pids_survive_hostile_comms() {
+    let host = HostRoot::new("stat");
+    host.write("proc/5/stat", b"5 (a) b) S 3 5 5");
+    host.write("proc/6/stat", b"6 (\xff");
+    assert_eq!(parent_of(&host.0, 5), Some(3));
+    assert_eq!(parent_of(&host.0, 6), None);
+    assert_eq!(parent_of(&host.0, 7), None);
+}
