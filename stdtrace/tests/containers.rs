@@ -1,10 +1,15 @@
-//! Containers, as root, with a real runtime: podman (Debian's 4.3, with runc: this host's
-//! hybrid cgroups are refused by crun) runs a busybox container that writes to stdout while
-//! its conmon is stopped. Node-wide stdtrace must name the stuck writer's container and pod,
-//! and its reader as that container's conmon.
+//! Containers, as root, with real runtimes: podman (Debian's 4.3, with runc: this host's
+//! hybrid cgroups are refused by crun) and containerd 1.6 (`ctr run`, started by the test) run
+//! a busybox container that writes to stdout while the runtime process reading it (conmon, the
+//! shim) is stopped. Node-wide stdtrace must name the stuck writer's container and pod, and its
+//! reader as that container's runtime process, with where it writes the container's log.
 //!
-//! Needs podman, conmon, runc and busybox-static (`cargo xtask setup` installs them). Without
-//! them, or without root, the test is skipped, except under `CI=true`, where it fails.
+//! Needs podman, conmon, runc, containerd and busybox-static (`cargo xtask setup` installs
+//! them). Without them, or without root, the test is skipped, except under `CI=true`, where it
+//! fails.
+
+#[path = "containers/containerd.rs"]
+mod containerd;
 
 #[path = "support/stdtrace.rs"]
 mod stdtrace;
@@ -21,14 +26,15 @@ use stdtrace::json_lines;
 const IMAGE: &str = "localhost/stdtrace-busybox";
 const RUNC: &str = "/usr/sbin/runc";
 
-/// Whether podman and what the test's image is built from are here.
-fn can_run_podman(test: &str) -> bool {
+/// Whether podman and what the test's image is built from are here (and `extra`).
+fn can_run_podman(test: &str, extra: &[(&'static str, &'static str)]) -> bool {
     let missing: Vec<&str> = [
         ("podman", "/usr/bin/podman"),
         ("runc", RUNC),
         ("busybox", "/bin/busybox"),
     ]
     .into_iter()
+    .chain(extra.iter().copied())
     .filter(|(_, path)| !Path::new(path).exists())
     .map(|(name, _)| name)
     .collect();
@@ -43,7 +49,7 @@ fn can_run_podman(test: &str) -> bool {
     false
 }
 
-fn podman(args: &[&str]) -> String {
+pub fn podman(args: &[&str]) -> String {
     let output = Command::new("podman")
         .args(args)
         .stdin(Stdio::null())
@@ -59,7 +65,7 @@ fn podman(args: &[&str]) -> String {
 
 /// The busybox image, imported from a rootfs made of Debian's busybox-static (no image can be
 /// pulled here).
-fn ensure_image() {
+pub fn ensure_image() {
     let exists = Command::new("podman")
         .args(["image", "exists", IMAGE])
         .status()
@@ -106,7 +112,7 @@ impl Drop for TestContainer {
     }
 }
 
-fn records_of<'a>(records: &'a [Value], kind: &str, state: &str) -> Vec<&'a Value> {
+pub fn records_of<'a>(records: &'a [Value], kind: &str, state: &str) -> Vec<&'a Value> {
     records
         .iter()
         .filter(|record| record["type"] == kind && record["state"] == state)
@@ -116,7 +122,7 @@ fn records_of<'a>(records: &'a [Value], kind: &str, state: &str) -> Vec<&'a Valu
 #[test]
 fn podman_writer_stuck_on_its_stopped_conmon() {
     let test = "podman_writer_stuck_on_its_stopped_conmon";
-    if !stdtrace::can_trace(test) || !can_run_podman(test) {
+    if !stdtrace::can_trace(test) || !can_run_podman(test, &[]) {
         return;
     }
     ensure_image();

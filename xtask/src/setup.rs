@@ -4,8 +4,8 @@
 //! - `bpf-linker` 0.13, built against the nightly's own libLLVM: a prefix directory holds two
 //!   symlinks to the nightly's `libLLVM.so.<ver>-rust-*` (one named `libLLVM.so` for the build,
 //!   one under the file's own name, which the installed binary's RUNPATH looks for);
-//! - the tools the tests and benchmarks use (gcc, g++, bpftrace; podman, conmon, runc and
-//!   busybox-static for the container tests) from Debian's packages;
+//! - the tools the tests and benchmarks use (gcc, g++, bpftrace; podman, conmon, runc,
+//!   containerd and busybox-static for the container tests) from Debian's packages;
 //! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`).
 
 use std::{
@@ -23,15 +23,16 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
 /// Debian packages the tests and benchmarks need, by the command that shows each is there.
-/// The container tests run podman with conmon and runc (crun refuses hybrid cgroups), on an
-/// image made from busybox-static (no image can be pulled).
-const PACKAGES: [(&str, &str); 7] = [
+/// The container tests run podman with conmon and runc (crun refuses hybrid cgroups), and
+/// containerd (with ctr), on an image made from busybox-static (no image can be pulled).
+const PACKAGES: [(&str, &str); 8] = [
     ("gcc", "gcc"),
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("podman", "podman"),
     ("conmon", "conmon"),
     ("runc", "runc"),
+    ("containerd", "containerd"),
     ("busybox", "busybox-static"),
 ];
 
