@@ -31,6 +31,10 @@ use crate::{
 /// How long who-holds-which-end answers are reused: a storm of failed writes on one pipe must
 /// not rescan every process's fds for each batch.
 const HOLDERS_TTL: Duration = Duration::from_secs(1);
+/// How long a process's container is reused before its cgroup is read again (a pid reused
+/// by a process of another container; `podman exec` joining one), and how many are kept.
+const PROCESS_CONTAINER_TTL: Duration = Duration::from_secs(10);
+const MAX_PROCESS_CONTAINERS: usize = 4096;
 
 /// What is known of a process's address space.
 #[derive(Clone, Debug)]
@@ -67,8 +71,9 @@ pub struct Capture {
     own_pid: u32,
     /// Container metadata, by container id.
     containers: Containers,
-    /// The container of each process seen (its cgroup read once, until it execs or exits).
-    process_containers: HashMap<u32, Option<Arc<Container>>>,
+    /// The container of each process seen, and when its cgroup was read (again after it execs
+    /// or exits, or after [`PROCESS_CONTAINER_TTL`]).
+    process_containers: HashMap<u32, (Instant, Option<Arc<Container>>)>,
 }
 
 impl Default for Capture {
@@ -175,7 +180,10 @@ impl Capture {
                         reader.activity = activity::of_process(reader.pid, &reader.fds);
                     }
                 }
-                let container = self.process_containers.get(&event.pid).cloned().flatten();
+                let container = self
+                    .process_containers
+                    .get(&event.pid)
+                    .and_then(|(_, container)| container.clone());
                 // A runtime process reading this pipe serves this writer's container (a
                 // containerd shim's own `-id` is its pod sandbox's).
                 if let (Some(container), Some(readers)) = (&container, &mut target.readers) {
@@ -307,11 +315,22 @@ impl Capture {
     /// The container a process runs in: its cgroup read once (cheap), its metadata from the
     /// container stage's cache.
     fn container_of(&mut self, pid: u32) -> Option<Arc<Container>> {
-        if let Some(known) = self.process_containers.get(&pid) {
+        let now = Instant::now();
+        if let Some((read, known)) = self.process_containers.get(&pid)
+            && now.duration_since(*read) < PROCESS_CONTAINER_TTL
+        {
             return known.clone();
         }
+        if self.process_containers.len() >= MAX_PROCESS_CONTAINERS {
+            self.process_containers
+                .retain(|_, (read, _)| now.duration_since(*read) < PROCESS_CONTAINER_TTL);
+            if self.process_containers.len() >= MAX_PROCESS_CONTAINERS {
+                self.process_containers.clear();
+            }
+        }
         let container = self.containers.of_process(pid);
-        self.process_containers.insert(pid, container.clone());
+        self.process_containers
+            .insert(pid, (now, container.clone()));
         container
     }
 
