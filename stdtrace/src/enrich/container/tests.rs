@@ -339,3 +339,30 @@ fn parent_pids_survive_hostile_comms() {
     assert_eq!(parent_of(&host.0, 6), None);
     assert_eq!(parent_of(&host.0, 7), None);
 }
+
+/// Deterministic mutations of podman's real config.json: parsed or refused, never a panic.
+#[test]
+fn mutated_bundles_never_panic() {
+    let seed = include_bytes!("testdata/podman-4.3-config.json");
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..2000 {
+        let mut bytes = seed.to_vec();
+        for _ in 0..(1 + next() % 6) {
+            let at = (next() as usize) % bytes.len().max(1);
+            match next() % 3 {
+                0 if !bytes.is_empty() => bytes[at] = next() as u8,
+                1 => bytes.truncate(at),
+                _ => bytes.insert(at.min(bytes.len()), [b'{', b'[', b'"', b'\\'][at % 4]),
+            }
+        }
+        if let Ok(bundle) = state::parse_json::<state::Bundle>(&bytes) {
+            let _ = bundle.annotation("io.kubernetes.pod.name");
+        }
+    }
+}

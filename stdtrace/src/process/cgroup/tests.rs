@@ -256,3 +256,35 @@ fn reads_this_process() {
     // Whatever this machine is, reading our own file works and does not panic.
     assert!(read(Path::new("/"), std::process::id()).is_ok());
 }
+
+/// Deterministic mutations of real lines (bytes flipped, cut, repeated): never a panic, and
+/// an id found is always one of the path's components.
+#[test]
+fn mutated_lines_never_panic() {
+    let seeds: Vec<Vec<u8>> = table()
+        .into_iter()
+        .map(|case| case.file.into_bytes())
+        .collect();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..5000 {
+        let mut bytes = seeds[round % seeds.len()].clone();
+        for _ in 0..(next() % 8) {
+            let at = (next() as usize) % bytes.len().max(1);
+            match next() % 4 {
+                0 if !bytes.is_empty() => bytes[at] = next() as u8,
+                1 => bytes.truncate(at),
+                2 => bytes.insert(at.min(bytes.len()), [b'/', b':', b'\n', b'-'][at % 4]),
+                _ => bytes.extend_from_within(..at.min(bytes.len())),
+            }
+        }
+        if let Some(found) = parse(&bytes) {
+            assert!(found.path.contains(&found.id), "{found:?}");
+        }
+    }
+}
