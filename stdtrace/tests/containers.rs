@@ -205,6 +205,18 @@ fn podman_writer_stuck_on_its_stopped_conmon() {
     assert_eq!(found["log_path"], log_path.as_str(), "{stuck}");
     assert_eq!(stuck["target"]["kind"], "pipe", "{stuck}");
 
+    // The summary's stuck list names the container too.
+    let summary = records
+        .iter()
+        .find(|record| record["type"] == "summary")
+        .expect("a summary");
+    let listed = summary["stuck"]
+        .as_array()
+        .and_then(|stuck| stuck.iter().find(|write| write["pid"] == writer))
+        .unwrap_or_else(|| panic!("pid {writer} not in the summary's stuck list: {summary}"));
+    assert_eq!(listed["container"]["id"], id, "{listed}");
+    assert_eq!(listed["container"]["pod"]["name"], "web-0", "{listed}");
+
     let readers = stuck["target"]["readers"].as_array().expect("readers");
     let reader = readers
         .iter()

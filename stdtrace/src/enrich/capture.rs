@@ -314,7 +314,7 @@ impl Capture {
 
     /// The container a process runs in: its cgroup read once (cheap), its metadata from the
     /// container stage's cache.
-    fn container_of(&mut self, pid: u32) -> Option<Arc<Container>> {
+    pub fn container_of(&mut self, pid: u32) -> Option<Arc<Container>> {
         let now = Instant::now();
         if let Some((read, known)) = self.process_containers.get(&pid)
             && now.duration_since(*read) < PROCESS_CONTAINER_TTL

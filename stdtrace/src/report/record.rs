@@ -202,6 +202,9 @@ pub struct StuckWrite {
     /// Its goroutine, for a Go process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goid: Option<u64>,
+    /// The container the writer runs in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
 }
 
 /// How a launched command ended.

@@ -257,9 +257,10 @@ impl TextOutput {
                 .map(|goid| format!(" goroutine {goid}"))
                 .unwrap_or_default();
             text.push_str(&format!(
-                "  still stuck: pid {} ({}) tid {}{goroutine} {}({}) for {:.1}s\n",
+                "  still stuck: pid {} ({}){} tid {}{goroutine} {}({}) for {:.1}s\n",
                 stuck.pid,
                 sanitize(&stuck.comm),
+                container::label(stuck.container.as_ref()),
                 stuck.tid,
                 stuck.syscall,
                 stuck.fd,

@@ -85,6 +85,7 @@ fn summary_schema() {
             fd: 1,
             duration_ms: 42000,
             goid: Some(17),
+            container: None,
         }],
         sigpipes: Vec::new(),
         command: Some(CommandOutcome {
