@@ -305,6 +305,9 @@ pub struct SigpipeReport {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
+    /// The container the process runs in (from the write that raised it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
     /// The fd of the write that raised it; `null` when no write did (sent by a process).
     pub fd: Option<i32>,
     /// How many SIGPIPEs (failed writes) on this fd.

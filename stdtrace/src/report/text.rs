@@ -208,10 +208,11 @@ impl TextOutput {
             String::new()
         };
         block.push_str(&format!(
-            "{} pid {} ({}){goroutine}: {}{cause}{count}\n",
+            "{} pid {} ({}){}{goroutine}: {}{cause}{count}\n",
             style.dim(&self.clock.format(report.fate_ts_ns.unwrap_or(report.ts_ns))),
             report.pid,
             style.bold(&sanitize(&report.comm)),
+            container::label(report.container.as_ref()),
             style.red(fate),
         ));
         for (index, frame) in report.stack.iter().enumerate() {
