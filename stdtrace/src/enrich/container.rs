@@ -2,7 +2,9 @@
 //!
 //! The capture stage reads `/proc/PID/cgroup` at event time (a few hundred bytes: cheap) and
 //! asks here for the container it names. Its metadata is resolved once per container from the
-//! runtime's own state on disk ([`state`]: no API call, nothing on the kernel path) and cached.
+//! runtime's own state on disk ([`state`]: no API call, nothing on the kernel path) and cached:
+//! the first event of a container pays for reading a few small, size-bounded files, every
+//! later one for a hash lookup.
 //! A container that was seen and has since gone keeps its metadata in a bounded cache of
 //! recently deleted containers, so that a late event of a process that outlived it (or a
 //! record told after it was removed) still names it, as Inspektor Gadget and Tetragon do.
