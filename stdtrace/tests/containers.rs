@@ -66,6 +66,11 @@ pub fn podman(args: &[&str]) -> String {
 /// The busybox image, imported from a rootfs made of Debian's busybox-static (no image can be
 /// pulled here).
 pub fn ensure_image() {
+    // The tests of this binary run in parallel: one imports, the others wait for it.
+    static IMPORTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _importing = IMPORTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let exists = Command::new("podman")
         .args(["image", "exists", IMAGE])
         .status()
@@ -141,6 +146,10 @@ fn podman_writer_stuck_on_its_stopped_conmon() {
         RUNC,
         "run",
         "-d",
+        // The writer needs no network (and a machine set up without recommends may have no
+        // network stack for podman).
+        "--network",
+        "none",
         "--ulimit",
         "nofile=1024:1024",
         "--ulimit",
