@@ -488,6 +488,44 @@ mod tests {
         assert!(captured[0].target.capacity.is_none());
     }
 
+    #[test]
+    fn a_writer_in_a_container_carries_it() {
+        // A host root where this very process is in a podman container with pod annotations.
+        let root = std::env::temp_dir().join(format!("stdtrace-capture-{}", std::process::id()));
+        let id = "cad264df46f47106f4671aa3f6ae9e73e539a7582bac636d4a4f0a214cedd15b";
+        let pid = std::process::id();
+        let userdata = root.join(format!(
+            "var/lib/containers/storage/overlay-containers/{id}/userdata"
+        ));
+        std::fs::create_dir_all(&userdata).unwrap();
+        std::fs::create_dir_all(root.join(format!("proc/{pid}"))).unwrap();
+        std::fs::write(
+            root.join(format!("proc/{pid}/cgroup")),
+            format!("0::/libpod_parent/libpod-{id}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            userdata.join("config.json"),
+            r#"{"annotations":{"io.container.manager":"libpod","io.kubernetes.pod.name":"web-0"}}"#,
+        )
+        .unwrap();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let mut capture = Capture::with_host_root(&root);
+        let captured = capture.capture(
+            vec![failed_write(file.as_raw_fd(), 11)],
+            &mut GoTracker::new(None),
+            &mut FakeInspector::default(),
+        );
+        let _ = std::fs::remove_dir_all(&root);
+        let container = captured[0].container.as_deref().expect("a container");
+        assert_eq!(container.id, id);
+        assert_eq!(container.pod.name.as_deref(), Some("web-0"));
+        assert_eq!(
+            container.runtime,
+            Some(crate::report::record::Runtime::Podman)
+        );
+    }
+
     fn metadata_ino(metadata: &std::fs::Metadata) -> u64 {
         use std::os::unix::fs::MetadataExt;
         metadata.ino()
