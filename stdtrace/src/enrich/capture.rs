@@ -24,7 +24,7 @@ use crate::{
         maps::ProcessMaps,
         perf_mmap::SpaceEvent,
     },
-    report::record::{Container, FdTarget, Peer, RuntimeRole, TargetKind},
+    report::record::{Container, FdTarget, Peer, Runtime, RuntimeRole, TargetKind},
     symbolize::OpenObjects,
 };
 
@@ -192,6 +192,15 @@ impl Capture {
                         .filter_map(|reader| reader.runtime.as_mut())
                     {
                         role.serves = Some(Container::clone(container));
+                        // A pod's shim holds every container's FIFOs: this one's are told.
+                        if role
+                            .sends_to
+                            .iter()
+                            .any(|sink| sink.path.contains(&container.id))
+                        {
+                            role.sends_to
+                                .retain(|sink| sink.path.contains(&container.id));
+                        }
                     }
                 }
                 let image = self.images.get(&event.pid).cloned().unwrap_or_else(|| {
@@ -353,7 +362,14 @@ impl Capture {
                 })
             })
         });
-        let sends_to = role::sinks(&root, peer.pid, runtime.container_id.as_deref());
+        // conmon serves the one container its command line names; a containerd shim may serve
+        // a whole pod under its sandbox's id, so all its sinks are kept until the event says
+        // whose pipe it reads.
+        let only = runtime
+            .container_id
+            .as_deref()
+            .filter(|_| runtime.runtime != Some(Runtime::Containerd));
+        let sends_to = role::sinks(&root, peer.pid, only);
         peer.runtime = Some(RuntimeRole {
             role: runtime.role,
             serves: serves.as_deref().cloned(),
@@ -520,10 +536,7 @@ mod tests {
         let container = captured[0].container.as_deref().expect("a container");
         assert_eq!(container.id, id);
         assert_eq!(container.pod.name.as_deref(), Some("web-0"));
-        assert_eq!(
-            container.runtime,
-            Some(crate::report::record::Runtime::Podman)
-        );
+        assert_eq!(container.runtime, Some(Runtime::Podman));
     }
 
     fn metadata_ino(metadata: &std::fs::Metadata) -> u64 {
