@@ -11,6 +11,8 @@
 #[path = "containers/containerd.rs"]
 mod containerd;
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/stdtrace.rs"]
 mod stdtrace;
 
@@ -20,33 +22,21 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use can_run::Need;
 use serde_json::Value;
 use stdtrace::json_lines;
 
 const IMAGE: &str = "localhost/stdtrace-busybox";
 const RUNC: &str = "/usr/sbin/runc";
 
-/// Whether podman and what the test's image is built from are here (and `extra`).
-fn can_run_podman(test: &str, extra: &[(&'static str, &'static str)]) -> bool {
-    let missing: Vec<&str> = [
-        ("podman", "/usr/bin/podman"),
-        ("runc", RUNC),
-        ("busybox", "/bin/busybox"),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    .filter(|(_, path)| !Path::new(path).exists())
-    .map(|(name, _)| name)
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!("{test}: needs {} (cargo xtask setup)", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}, and CI=true forbids skipping");
-    }
-    eprintln!("{message}: skipped");
-    false
+/// Whether the tracer can run, and podman and what the test's image is built from (and
+/// `extra`) are here.
+fn can_run_podman(extra: &[&'static str]) -> bool {
+    can_run::require(Need::Root)
+        && ["/usr/bin/podman", "/usr/bin/conmon", RUNC, "/bin/busybox"]
+            .iter()
+            .chain(extra)
+            .all(|program| can_run::require(Need::Program(Path::new(program))))
 }
 
 pub fn podman(args: &[&str]) -> String {
@@ -126,8 +116,7 @@ pub fn records_of<'a>(records: &'a [Value], kind: &str, state: &str) -> Vec<&'a 
 
 #[test]
 fn podman_writer_stuck_on_its_stopped_conmon() {
-    let test = "podman_writer_stuck_on_its_stopped_conmon";
-    if !stdtrace::can_trace(test) || !can_run_podman(test, &[]) {
+    if !can_run_podman(&[]) {
         return;
     }
     ensure_image();

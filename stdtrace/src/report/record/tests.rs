@@ -110,7 +110,7 @@ fn summary_schema() {
             "kernel": {"registers_unreadable": 0, "fd_unreadable": 0, "stack_unreadable": 0,
                        "tally_full": 0, "children_followed": 0, "lifecycle_dropped": 0,
                        "writes_blocked": 0, "blocked_untracked": 0, "blocked_dropped": 0,
-                       "sites_full": 0}
+                       "sites_full": 0, "parked_full": 0}
         })
     );
 }
