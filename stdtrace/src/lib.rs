@@ -4,7 +4,7 @@
 //! higher one:
 //! - [`kernel`]: loading and talking to the kernel programs (the only code that uses aya);
 //! - [`events`]: what the kernel recorded, as owned values;
-//! - [`enrich`]: capture at event time, naming, Go, blocked writers;
+//! - [`enrich`]: capture at event time, naming, Go, blocked writers, containers;
 //! - [`aggregate`]: SIGPIPE stories and repeats;
 //! - [`report`]: every serialized record ([`report::record`], which any stage may build), and
 //!   the text and JSON outputs;

@@ -11,7 +11,8 @@
 //!
 //! [`for_tests`] adds what only the tests and benchmarks use (`cargo xtask test`, `cargo xtask
 //! bench`, `cargo xtask setup`):
-//! - g++, bpftrace and strace from Debian's packages;
+//! - g++, bpftrace and strace from Debian's packages; podman, conmon, runc, containerd and
+//!   busybox-static for the container tests;
 //! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`).
 
 use std::{
@@ -31,12 +32,19 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// Debian packages a build (and the demo) needs, by the command that shows each is there.
 const BUILD_PACKAGES: [(&str, &str); 1] = [("gcc", "gcc")];
 
-/// Debian packages only the tests and benchmarks need (strace: the snapshot tests check under
-/// it that `stdtrace snapshot` makes no `bpf`, `ptrace` or signal-sending system call).
-const TEST_PACKAGES: [(&str, &str); 3] = [
+/// Debian packages only the tests and benchmarks need. strace: the snapshot tests check under
+/// it that `stdtrace snapshot` makes no `bpf`, `ptrace` or signal-sending system call. The
+/// container tests run podman with conmon and runc (crun refuses hybrid cgroups), and
+/// containerd (with ctr), on an image made from busybox-static (no image can be pulled).
+const TEST_PACKAGES: [(&str, &str); 8] = [
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("strace", "strace"),
+    ("podman", "podman"),
+    ("conmon", "conmon"),
+    ("runc", "runc"),
+    ("containerd", "containerd"),
+    ("busybox", "busybox-static"),
 ];
 
 /// What building stdtrace with its kernel programs, and running the demo, needs.

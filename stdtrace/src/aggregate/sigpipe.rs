@@ -138,6 +138,7 @@ impl SigpipeTracker {
             story.report.stack = report.stack.clone();
             story.report.go = report.go.clone();
             story.report.comm = report.comm.clone();
+            story.report.container = report.container.clone();
             story.report.reader = reader_of(&report.target);
             story.report.target = Some(report.target.clone());
         }
@@ -257,6 +258,7 @@ impl Story {
                 pid: event.pid,
                 tid: event.tid,
                 comm: String::new(),
+                container: None,
                 fd,
                 count: 0,
                 fate: Fate::Pending,
@@ -401,6 +403,19 @@ mod tests {
         assert_eq!(summary.len(), 1);
         assert_eq!(summary[0].count, 1_000_000);
         assert!(summary[0].stack.is_empty());
+    }
+
+    #[test]
+    fn the_story_names_the_writers_container() {
+        let mut tracker = SigpipeTracker::new();
+        tracker.signal(&generated(Some(4), Disposition::Ignore, PID));
+        let mut write = epipe(4, false);
+        write.container = Some(crate::report::record::Container {
+            id: "c".repeat(64),
+            ..Default::default()
+        });
+        let told = tracker.write(&write);
+        assert_eq!(told[0].container, write.container);
     }
 
     #[test]

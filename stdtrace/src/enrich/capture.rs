@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -10,6 +11,7 @@ use std::{
 use crate::{
     enrich::{
         Inspector,
+        container::{Containers, role},
         go::{GoProgram, GoTracker},
     },
     errno::Errno,
@@ -17,17 +19,22 @@ use crate::{
     process::{
         activity,
         address_space::AddressSpaces,
+        cgroup::ContainerCgroup,
         fd::{self, HolderQuery, Holders, SpecialDevices},
         maps::ProcessMaps,
         perf_mmap::SpaceEvent,
     },
-    report::record::{FdTarget, TargetKind},
+    report::record::{Container, FdTarget, Peer, Runtime, RuntimeRole, TargetKind},
     symbolize::OpenObjects,
 };
 
 /// How long who-holds-which-end answers are reused: a storm of failed writes on one pipe must
 /// not rescan every process's fds for each batch.
 const HOLDERS_TTL: Duration = Duration::from_secs(1);
+/// How long a process's container is reused before its cgroup is read again (a pid reused
+/// by a process of another container; `podman exec` joining one), and how many are kept.
+const PROCESS_CONTAINER_TTL: Duration = Duration::from_secs(10);
+const MAX_PROCESS_CONTAINERS: usize = 4096;
 
 /// What is known of a process's address space.
 #[derive(Clone, Debug)]
@@ -49,6 +56,8 @@ pub struct CapturedWrite {
     pub target: FdTarget,
     /// The Go program the writer runs, if it is one.
     pub go: Option<Arc<GoProgram>>,
+    /// The container the writer runs in, if it is in one.
+    pub container: Option<Arc<Container>>,
 }
 
 /// The first stage: capture at once what could vanish.
@@ -60,6 +69,11 @@ pub struct Capture {
     special: SpecialDevices,
     exited: Vec<u32>,
     own_pid: u32,
+    /// Container metadata, by container id.
+    containers: Containers,
+    /// The container of each process seen, and when its cgroup was read (again after it execs
+    /// or exits, or after [`PROCESS_CONTAINER_TTL`]).
+    process_containers: HashMap<u32, (Instant, Option<Arc<Container>>)>,
 }
 
 impl Default for Capture {
@@ -70,6 +84,12 @@ impl Default for Capture {
 
 impl Capture {
     pub fn new() -> Self {
+        Self::with_host_root("/")
+    }
+
+    /// A capture that reads the host's procfs and runtime state under `root` (where the
+    /// host's filesystem is mounted, for a node agent in a container).
+    pub fn with_host_root(root: impl Into<PathBuf>) -> Self {
         Self {
             images: HashMap::new(),
             spaces: AddressSpaces::new(),
@@ -77,6 +97,8 @@ impl Capture {
             special: SpecialDevices::probe(),
             exited: Vec::new(),
             own_pid: std::process::id(),
+            containers: Containers::new(root),
+            process_containers: HashMap::new(),
         }
     }
 
@@ -94,6 +116,7 @@ impl Capture {
     /// The process called exec: its old memory map is no longer valid.
     pub fn process_replaced(&mut self, pid: u32) {
         self.images.remove(&pid);
+        self.process_containers.remove(&pid);
     }
 
     /// The process ended; what is known of it is kept until the current batch is captured.
@@ -112,6 +135,7 @@ impl Capture {
         let mut targets = Vec::with_capacity(events.len());
         for event in &events {
             self.refresh_image(event);
+            self.container_of(event.pid);
             targets.push(fd::describe(
                 event.pid,
                 event.fd,
@@ -156,6 +180,29 @@ impl Capture {
                         reader.activity = activity::of_process(reader.pid, &reader.fds);
                     }
                 }
+                let container = self
+                    .process_containers
+                    .get(&event.pid)
+                    .and_then(|(_, container)| container.clone());
+                // A runtime process reading this pipe serves this writer's container (a
+                // containerd shim's own `-id` is its pod sandbox's).
+                if let (Some(container), Some(readers)) = (&container, &mut target.readers) {
+                    for role in readers
+                        .iter_mut()
+                        .filter_map(|reader| reader.runtime.as_mut())
+                    {
+                        role.serves = Some(Container::clone(container));
+                        // A pod's shim holds every container's FIFOs: this one's are told.
+                        if role
+                            .sends_to
+                            .iter()
+                            .any(|sink| sink.path.contains(&container.id))
+                        {
+                            role.sends_to
+                                .retain(|sink| sink.path.contains(&container.id));
+                        }
+                    }
+                }
                 let image = self.images.get(&event.pid).cloned().unwrap_or_else(|| {
                     ProcessImage::Unavailable("its memory map was not read".to_owned())
                 });
@@ -164,11 +211,13 @@ impl Capture {
                     event,
                     image,
                     target,
+                    container,
                 }
             })
             .collect();
         for pid in self.exited.drain(..) {
             self.images.remove(&pid);
+            self.process_containers.remove(&pid);
         }
         captured
     }
@@ -264,9 +313,68 @@ impl Capture {
             .flat_map(|holders| holders.readers.iter().map(|reader| reader.pid))
             .collect();
         pipes.watch_readers(&readers);
-        for (query, holders) in found {
+        for (query, mut holders) in found {
+            for peer in holders.readers.iter_mut().chain(holders.writers.iter_mut()) {
+                self.describe_peer(peer);
+            }
             self.holders.insert(query, (now, holders));
         }
+    }
+
+    /// The container a process runs in: its cgroup read once (cheap), its metadata from the
+    /// container stage's cache.
+    pub fn container_of(&mut self, pid: u32) -> Option<Arc<Container>> {
+        let now = Instant::now();
+        if let Some((read, known)) = self.process_containers.get(&pid)
+            && now.duration_since(*read) < PROCESS_CONTAINER_TTL
+        {
+            return known.clone();
+        }
+        if self.process_containers.len() >= MAX_PROCESS_CONTAINERS {
+            self.process_containers
+                .retain(|_, (read, _)| now.duration_since(*read) < PROCESS_CONTAINER_TTL);
+            if self.process_containers.len() >= MAX_PROCESS_CONTAINERS {
+                self.process_containers.clear();
+            }
+        }
+        let container = self.containers.of_process(pid);
+        self.process_containers
+            .insert(pid, (now, container.clone()));
+        container
+    }
+
+    /// A holder's container, and what it does if it is a container runtime process.
+    fn describe_peer(&mut self, peer: &mut Peer) {
+        peer.container = self.container_of(peer.pid).as_deref().cloned();
+        let root = self.containers.root().to_owned();
+        let Some(runtime) = role::of_process(&root, peer.pid) else {
+            return;
+        };
+        let serves = runtime.container_id.as_ref().map(|id| {
+            self.containers.cached(id).unwrap_or_else(|| {
+                self.containers.resolve(&ContainerCgroup {
+                    id: id.clone(),
+                    runtime: runtime.runtime,
+                    namespace: None,
+                    pod_uid: None,
+                    qos: None,
+                    path: String::new(),
+                })
+            })
+        });
+        // conmon serves the one container its command line names; a containerd shim may serve
+        // a whole pod under its sandbox's id, so all its sinks are kept until the event says
+        // whose pipe it reads.
+        let only = runtime
+            .container_id
+            .as_deref()
+            .filter(|_| runtime.runtime != Some(Runtime::Containerd));
+        let sends_to = role::sinks(&root, peer.pid, only);
+        peer.runtime = Some(RuntimeRole {
+            role: runtime.role,
+            serves: serves.as_deref().cloned(),
+            sends_to,
+        });
     }
 
     /// Finds who reads the pipes `pids` write to (through any of their fds), and asks the
@@ -394,6 +502,41 @@ mod tests {
         );
         assert!(inspector.asked_fill.is_empty() && inspector.asked_reader.is_empty());
         assert!(captured[0].target.capacity.is_none());
+    }
+
+    #[test]
+    fn a_writer_in_a_container_carries_it() {
+        // A host root where this very process is in a podman container with pod annotations.
+        let root = std::env::temp_dir().join(format!("stdtrace-capture-{}", std::process::id()));
+        let id = "cad264df46f47106f4671aa3f6ae9e73e539a7582bac636d4a4f0a214cedd15b";
+        let pid = std::process::id();
+        let userdata = root.join(format!(
+            "var/lib/containers/storage/overlay-containers/{id}/userdata"
+        ));
+        std::fs::create_dir_all(&userdata).unwrap();
+        std::fs::create_dir_all(root.join(format!("proc/{pid}"))).unwrap();
+        std::fs::write(
+            root.join(format!("proc/{pid}/cgroup")),
+            format!("0::/libpod_parent/libpod-{id}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            userdata.join("config.json"),
+            r#"{"annotations":{"io.container.manager":"libpod","io.kubernetes.pod.name":"web-0"}}"#,
+        )
+        .unwrap();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let mut capture = Capture::with_host_root(&root);
+        let captured = capture.capture(
+            vec![failed_write(file.as_raw_fd(), 11)],
+            &mut GoTracker::new(None),
+            &mut FakeInspector::default(),
+        );
+        let _ = std::fs::remove_dir_all(&root);
+        let container = captured[0].container.as_deref().expect("a container");
+        assert_eq!(container.id, id);
+        assert_eq!(container.pod.name.as_deref(), Some("web-0"));
+        assert_eq!(container.runtime, Some(Runtime::Podman));
     }
 
     fn metadata_ino(metadata: &std::fs::Metadata) -> u64 {

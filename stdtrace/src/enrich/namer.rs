@@ -65,6 +65,7 @@ impl Namer {
             pid: event.pid,
             tid: event.tid,
             comm: event.comm,
+            container: captured.container.as_deref().cloned(),
             syscall: event.syscall.name(),
             fd: event.fd,
             errno: event.outcome.errno().map(crate::errno::Errno),

@@ -116,9 +116,12 @@ pub fn of_thread(pid: u32, tid: u32, fds: &[i32]) -> Option<Activity> {
                 .unwrap_or_else(|| format!("syscall {number}"));
             let fd = args[0] as i32;
             let sleeping = matches!(state, 'S' | 'D');
+            // A stopped thread (SIGSTOP, a debugger) still shows the read it stopped in or
+            // right after, but it drains nothing until it is resumed.
+            let stopped = matches!(state, 'T' | 't');
             (
                 Some(name),
-                syscalls::is_read(number) && fds.contains(&fd),
+                !stopped && syscalls::is_read(number) && fds.contains(&fd),
                 sleeping && syscalls::is_write(number),
             )
         }

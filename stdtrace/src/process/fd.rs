@@ -379,6 +379,8 @@ fn add_peer(peers: &mut Vec<Peer>, pid: u32, comm: &str, fd: i32) {
             comm: comm.to_owned(),
             fds: vec![fd],
             activity: None,
+            container: None,
+            runtime: None,
         }),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod address_space;
+pub mod cgroup;
 pub mod fd;
 pub mod maps;
 pub mod memory;

@@ -8,9 +8,13 @@
 
 use serde::Serialize;
 
+mod container;
 mod snapshot;
-pub use self::snapshot::{GoroutineRecord, SnapshotSummary};
 
+pub use self::{
+    container::{Container, OutputSink, Pod, Runtime, RuntimeRole},
+    snapshot::{GoroutineRecord, SnapshotSummary},
+};
 pub use crate::errno::Errno;
 
 /// The `type` of a record.
@@ -146,6 +150,9 @@ pub struct WriteReport {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
+    /// The container the writer runs in; absent for a process outside containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
     pub syscall: &'static str,
     pub fd: i32,
     /// For a `write_error`: the errno it failed with.
@@ -209,6 +216,9 @@ pub struct StuckWrite {
     /// Its goroutine, for a Go process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goid: Option<u64>,
+    /// The container the writer runs in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
 }
 
 /// How a launched command ended.
@@ -311,6 +321,9 @@ pub struct SigpipeReport {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
+    /// The container the process runs in (from the write that raised it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
     /// The fd of the write that raised it; `null` when no write did (sent by a process).
     pub fd: Option<i32>,
     /// How many SIGPIPEs (failed writes) on this fd.
@@ -363,6 +376,13 @@ pub struct Peer {
     /// What it is doing, when that matters (the reader of a blocked write).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub activity: Option<Activity>,
+    /// The container it runs in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// For a container runtime process: `role`, the container it `serves`, and where it
+    /// `sends_to` that container's output.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeRole>,
 }
 
 /// The process that held a pipe's read end last and let it go, as the kernel remembered it.
@@ -500,6 +520,7 @@ pub mod samples {
             pid: 812,
             tid: 812,
             comm: "writer".into(),
+            container: None,
             syscall: "write",
             fd: 4,
             errno: Some(Errno::EPIPE),
@@ -526,6 +547,8 @@ pub mod samples {
                     comm: "writer".into(),
                     fds: vec![4],
                     activity: None,
+                    container: None,
+                    runtime: None,
                 }]),
                 unknown: None,
             },

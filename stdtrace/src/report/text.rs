@@ -65,10 +65,11 @@ impl TextOutput {
             (None, _) => String::new(),
         };
         let who = format!(
-            "{} pid {} ({}){}: {}({}{})",
+            "{} pid {} ({}){}{}: {}({}{})",
             style.dim(&self.clock.format(report.ts_ns)),
             report.pid,
             style.bold(&sanitize(&report.comm)),
+            container::label(report.container.as_ref()),
             thread,
             report.syscall,
             report.fd,
@@ -210,10 +211,11 @@ impl TextOutput {
             String::new()
         };
         block.push_str(&format!(
-            "{} pid {} ({}){goroutine}: {}{cause}{count}\n",
+            "{} pid {} ({}){}{goroutine}: {}{cause}{count}\n",
             style.dim(&self.clock.format(report.fate_ts_ns.unwrap_or(report.ts_ns))),
             report.pid,
             style.bold(&sanitize(&report.comm)),
+            container::label(report.container.as_ref()),
             style.red(fate),
         ));
         for (index, frame) in report.stack.iter().enumerate() {
@@ -259,9 +261,10 @@ impl TextOutput {
                 .map(|goid| format!(" goroutine {goid}"))
                 .unwrap_or_default();
             text.push_str(&format!(
-                "  still stuck: pid {} ({}) tid {}{goroutine} {}({}) for {:.1}s\n",
+                "  still stuck: pid {} ({}){} tid {}{goroutine} {}({}) for {:.1}s\n",
                 stuck.pid,
                 sanitize(&stuck.comm),
+                container::label(stuck.container.as_ref()),
                 stuck.tid,
                 stuck.syscall,
                 stuck.fd,
@@ -376,9 +379,15 @@ fn describe_socket(socket: &SocketInfo) -> String {
 
 /// `reader pid 813 (log-shipper) sleeping in clock_nanosleep, not reading`
 fn reader_activity(reader: &Peer) -> String {
-    let who = format!("reader pid {} ({})", reader.pid, sanitize(&reader.comm));
+    let who = format!(
+        "reader pid {} ({}){}",
+        reader.pid,
+        sanitize(&reader.comm),
+        container::label(reader.container.as_ref())
+    );
+    let role = container::role(reader);
     let Some(activity) = &reader.activity else {
-        return who;
+        return format!("{who}{role}");
     };
     let doing = if activity.reading {
         "reading".to_owned()
@@ -395,7 +404,7 @@ fn reader_activity(reader: &Peer) -> String {
             None => format!("{}, not reading", activity.state),
         }
     };
-    format!("{who} {doing}")
+    format!("{who} {doing}{role}")
 }
 
 fn peers(list: &[Peer]) -> String {
@@ -593,6 +602,9 @@ pub fn signal_name(signal: i32) -> String {
         .map(|name| (*name).to_owned())
         .unwrap_or_else(|| format!("signal {signal}"))
 }
+
+#[path = "text/container.rs"]
+mod container;
 
 #[cfg(test)]
 mod tests;

@@ -269,10 +269,11 @@ pub async fn run(config: Config) -> Result<i32> {
     let elapsed = started.elapsed();
 
     session.report_repeats();
+    let still_stuck = session.still_stuck();
     let ending = Ending::read(
         &session.tracer,
         session.call_paths.as_ref(),
-        session.still_stuck(),
+        still_stuck,
         std::mem::take(&mut session.comms),
         (stop, elapsed, launched_pid.zip(command_status)),
     )?;

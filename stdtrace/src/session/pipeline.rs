@@ -212,10 +212,16 @@ impl Session {
     }
 
     /// Writes still stuck now, for the summary.
-    pub fn still_stuck(&self) -> Vec<crate::report::record::StuckWrite> {
-        self.blocked
+    /// The writes still stuck, each with its container.
+    pub fn still_stuck(&mut self) -> Vec<crate::report::record::StuckWrite> {
+        let mut stuck = self
+            .blocked
             .as_ref()
             .map(|slots| super::summary::still_stuck(slots, self.stuck_ns))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for write in &mut stuck {
+            write.container = self.capture.container_of(write.pid).as_deref().cloned();
+        }
+        stuck
     }
 }

@@ -208,6 +208,7 @@ pub fn still_stuck(slots: &dyn SlotTable, stuck_ns: u64) -> Vec<StuckWrite> {
                 fd: write.fd,
                 duration_ms: blocked.blocked_ns(now) / 1_000_000,
                 goid: write.go.certain_goid(),
+                container: None,
             }
         })
         .collect();

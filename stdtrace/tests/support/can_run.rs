@@ -22,6 +22,8 @@ pub enum Need<'a> {
     GoFixtures,
     /// ptrace of the test's own children, found not permitted by the caller's own attempt.
     Ptrace,
+    /// A program `cargo xtask setup` installs from Debian's packages (podman, containerd, ...).
+    Program(&'a Path),
 }
 
 impl Need<'_> {
@@ -33,6 +35,7 @@ impl Need<'_> {
             Need::Ptrace => {
                 "allow ptrace of the tests' own children: no seccomp rule against it, Yama scope 0 or 1"
             }
+            Need::Program(_) => "run `cargo xtask setup`",
         }
     }
 }
@@ -46,6 +49,9 @@ pub fn require(need: Need<'_>) -> bool {
         Need::Root => (unsafe { libc::geteuid() } != 0)
             .then(|| "needs root to load the kernel programs".to_owned()),
         Need::GoFixture(path) => (!path.exists()).then(|| format!("{} is missing", path.display())),
+        Need::Program(path) => {
+            (!path.exists()).then(|| format!("{} is not installed", path.display()))
+        }
         Need::GoFixtures | Need::Ptrace => {
             panic!("require cannot check {need:?}: check it, then call cannot_run when unmet")
         }

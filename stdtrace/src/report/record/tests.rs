@@ -85,6 +85,7 @@ fn summary_schema() {
             fd: 1,
             duration_ms: 42000,
             goid: Some(17),
+            container: None,
         }],
         sigpipes: Vec::new(),
         command: Some(CommandOutcome {
@@ -112,4 +113,70 @@ fn summary_schema() {
                        "sites_full": 0, "parked_full": 0}
         })
     );
+}
+
+/// A writer in a container, read by its conmon: the `container` object and the runtime
+/// role's fields, with every unknown field absent.
+#[test]
+fn container_and_role_schema() {
+    let app = Container {
+        id: "cad264df46f47106f4671aa3f6ae9e73e539a7582bac636d4a4f0a214cedd15b".into(),
+        runtime: Some(Runtime::Podman),
+        name: Some("stdtrace-test-1".into()),
+        image: None,
+        pod: Pod {
+            name: Some("web-0".into()),
+            namespace: Some("prod".into()),
+            uid: None,
+        },
+        container_name: Some("app".into()),
+        log_path: Some("/ctr.log".into()),
+        unknown: Some("image: its runtime's state does not say".into()),
+    };
+    let mut report = write_error();
+    report.container = Some(app.clone());
+    report.target.readers = Some(vec![Peer {
+        pid: 11598,
+        comm: "conmon".into(),
+        fds: vec![8],
+        activity: None,
+        container: None,
+        runtime: Some(RuntimeRole {
+            role: "container log reader",
+            serves: Some(Container {
+                id: app.id.clone(),
+                ..Container::default()
+            }),
+            sends_to: vec![OutputSink {
+                kind: "file",
+                path: "/ctr.log".into(),
+                fd: 6,
+            }],
+        }),
+    }]);
+    let value = serde_json::to_value(report).unwrap();
+    assert_eq!(
+        value["container"],
+        json!({
+            "id": app.id, "runtime": "podman", "name": "stdtrace-test-1",
+            "pod": {"name": "web-0", "namespace": "prod"}, "container_name": "app",
+            "log_path": "/ctr.log", "unknown": "image: its runtime's state does not say"
+        })
+    );
+    assert_eq!(
+        value["target"]["readers"][0],
+        json!({
+            "pid": 11598, "comm": "conmon", "fds": [8], "role": "container log reader",
+            "serves": {"id": app.id},
+            "sends_to": [{"kind": "file", "path": "/ctr.log", "fd": 6}]
+        })
+    );
+    for runtime in [
+        Runtime::Containerd,
+        Runtime::CriO,
+        Runtime::Podman,
+        Runtime::Docker,
+    ] {
+        assert_eq!(serde_json::to_value(runtime).unwrap(), runtime.name());
+    }
 }
