@@ -10,22 +10,83 @@ use std::{
 
 use clap::{Parser, ValueEnum};
 
-use crate::kernel::loader::Hook;
+mod record;
+mod report;
 
-use crate::errno;
+pub use self::{
+    record::{RecordArgs, parse_size},
+    report::{ReportArgs, TimeBound, parse_time_bound},
+};
+use crate::{errno, kernel::loader::Hook, report::recording::Sink};
 
 /// Why is this process stuck (or dying) while writing its output?
 ///
 /// stdtrace reports every write (write, writev, pwrite64, pwritev, pwritev2) that fails with a
-/// watched errno (EAGAIN and EPIPE by default): who wrote, to which fd, what the fd points at,
-/// who is on the other end, and the writer's call stack.
+/// watched errno (EAGAIN and EPIPE by default), or blocks: who wrote, to which fd, what the fd
+/// points at, who is on the other end, and the writer's call stack.
 ///
 ///   sudo stdtrace -- CMD ARGS...     launch CMD and trace it and every process it forks
 ///   sudo stdtrace --pid N [--pid M]  attach to running processes
 ///   sudo stdtrace                    trace every process on the host
+///   sudo stdtrace record --output DIR ...   the same, kept in rotated files
+///   stdtrace report DIR              read a recording back
 #[derive(Debug, Parser)]
-#[command(name = "stdtrace", version, verbatim_doc_comment, max_term_width = 100)]
+#[command(
+    name = "stdtrace",
+    version,
+    verbatim_doc_comment,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true,
+    subcommand_value_name = "COMMAND",
+    subcommand_help_heading = "Commands (`trace` when none is given)"
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub subcommand: Option<Subcommand>,
+
+    /// `trace`'s options, when no subcommand is given.
+    #[command(flatten)]
+    pub trace: TraceCommand,
+}
+
+/// What stdtrace is asked to do.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Trace and report as it happens (the default).
+    Trace(TraceCommand),
+    /// Trace, and keep every record in JSON Lines files rotated by size and count.
+    Record(RecordArgs),
+    /// Read recorded files back: the same report as the live run, in wall time.
+    Report(ReportArgs),
+}
+
+impl Cli {
+    /// How much to log (`-v`), whichever subcommand was given.
+    pub fn verbose(&self) -> u8 {
+        match &self.subcommand {
+            None => self.trace.args.verbose,
+            Some(Subcommand::Trace(trace)) => trace.args.verbose,
+            Some(Subcommand::Record(record)) => record.trace.verbose,
+            Some(Subcommand::Report(report)) => report.verbose,
+        }
+    }
+}
+
+/// `stdtrace [trace]`: tracing's options, and one file to keep the records in.
+#[derive(Debug, clap::Args)]
+pub struct TraceCommand {
+    #[command(flatten)]
+    pub args: TraceArgs,
+
+    /// Also write every record as JSON Lines to FILE (appended; reopened on SIGHUP, for
+    /// logrotate).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// What to trace and how to report it: the options `trace` and `record` share.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
     /// Trace this running process (all its threads, and the children it forks from now on).
     /// Repeat for more processes.
     #[arg(
@@ -84,12 +145,8 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// The command to launch and trace, with its arguments (after `--`).
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// The command to launch and trace, with its arguments, after `--`.
+    #[arg(value_name = "CMD", last = true)]
     pub command: Vec<OsString>,
 }
 
@@ -187,6 +244,28 @@ pub struct Config {
     pub btf: PathBuf,
     pub hook: Hook,
     pub verbose: u8,
+    /// Where to keep every record as well (`record --output DIR`, `--output FILE`).
+    pub recording: Option<Recording>,
+}
+
+/// A recording asked for: where, and the command line to put in each file's header.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub sink: Sink,
+    pub options: Vec<String>,
+}
+
+impl Recording {
+    /// With the command line stdtrace was started with.
+    pub fn new(sink: Sink) -> Self {
+        Self {
+            sink,
+            options: std::env::args_os()
+                .skip(1)
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect(),
+        }
+    }
 }
 
 /// Errors in what the user asked for.
@@ -206,8 +285,9 @@ pub enum ConfigError {
 
 impl Config {
     /// Checks the command line against the system: pids exist, the command can be run.
-    pub fn from_cli(
-        cli: Cli,
+    pub fn from_trace(
+        cli: TraceArgs,
+        recording: Option<Recording>,
         stdout_is_terminal: bool,
         no_color: bool,
     ) -> Result<Self, ConfigError> {
@@ -251,6 +331,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(crate::kernel::btf::VMLINUX_BTF)),
             hook: cli.hook,
             verbose: cli.verbose,
+            recording,
         })
     }
 }
@@ -304,8 +385,15 @@ fn check_executable(path: &Path, display: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("stdtrace").chain(args.iter().copied()))
+    }
+
+    /// `trace`'s options, given without a subcommand.
+    fn cli(args: &[&str]) -> Result<TraceArgs, clap::Error> {
+        let parsed = parse(args)?;
+        assert!(parsed.subcommand.is_none());
+        Ok(parsed.trace.args)
     }
 
     #[test]
@@ -366,8 +454,13 @@ mod tests {
 
     #[test]
     fn config_checks_pids_and_commands() {
-        let config =
-            Config::from_cli(cli(&["--", "sh", "-c", "true"]).unwrap(), false, false).unwrap();
+        let config = Config::from_trace(
+            cli(&["--", "sh", "-c", "true"]).unwrap(),
+            None,
+            false,
+            false,
+        )
+        .unwrap();
         match config.mode {
             Mode::Launch { program, argv } => {
                 assert!(program.ends_with("sh"));
@@ -376,7 +469,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let own = std::process::id().to_string();
-        let config = Config::from_cli(cli(&["--pid", &own]).unwrap(), true, false).unwrap();
+        let config = Config::from_trace(cli(&["--pid", &own]).unwrap(), None, true, false).unwrap();
         assert_eq!(
             config.mode,
             Mode::Attach {
@@ -384,23 +477,30 @@ mod tests {
             }
         );
         assert!(config.color);
-        let config = Config::from_cli(cli(&[]).unwrap(), true, true).unwrap();
+        let config = Config::from_trace(cli(&[]).unwrap(), None, true, true).unwrap();
         assert_eq!(config.mode, Mode::NodeWide);
         assert!(!config.color, "NO_COLOR turns off auto colour");
 
-        let err =
-            Config::from_cli(cli(&["--pid", "2147483000"]).unwrap(), false, false).unwrap_err();
-        assert_eq!(err.to_string(), "no process with pid 2147483000");
-        let err = Config::from_cli(cli(&["--", "no-such-command-xyz"]).unwrap(), false, false)
+        let err = Config::from_trace(cli(&["--pid", "2147483000"]).unwrap(), None, false, false)
             .unwrap_err();
+        assert_eq!(err.to_string(), "no process with pid 2147483000");
+        let err = Config::from_trace(
+            cli(&["--", "no-such-command-xyz"]).unwrap(),
+            None,
+            false,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "no-such-command-xyz: command not found");
         let plain = std::env::temp_dir().join(format!("stdtrace-plain-{}", std::process::id()));
         std::fs::write(&plain, "not a program").unwrap();
         let plain_arg = plain.to_str().unwrap();
-        let err = Config::from_cli(cli(&["--", plain_arg]).unwrap(), false, false).unwrap_err();
+        let err =
+            Config::from_trace(cli(&["--", plain_arg]).unwrap(), None, false, false).unwrap_err();
         std::fs::remove_file(&plain).unwrap();
         assert!(matches!(err, ConfigError::CommandNotExecutable(_)), "{err}");
-        let err = Config::from_cli(cli(&["--", "/tmp"]).unwrap(), false, false).unwrap_err();
+        let err =
+            Config::from_trace(cli(&["--", "/tmp"]).unwrap(), None, false, false).unwrap_err();
         assert!(matches!(err, ConfigError::CommandIsDirectory(_)), "{err}");
     }
 }

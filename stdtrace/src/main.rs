@@ -3,7 +3,10 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use stdtrace::cli::{Cli, Config};
+use stdtrace::{
+    cli::{Cli, Config, Recording, Subcommand, TraceArgs},
+    report::recording::Sink,
+};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -18,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let level = match cli.verbose {
+    let level = match cli.verbose() {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
         2 => log::LevelFilter::Debug,
@@ -40,7 +43,33 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-    let config = Config::from_cli(cli, std::io::stdout().is_terminal(), no_color)?;
+    let terminal = std::io::stdout().is_terminal();
+    let (args, recording) = match cli.subcommand {
+        None => (cli.trace.args, cli.trace.output.map(Sink::File)),
+        Some(Subcommand::Trace(trace)) => (trace.args, trace.output.map(Sink::File)),
+        Some(Subcommand::Record(record)) => (
+            record.trace,
+            Some(Sink::Directory {
+                dir: record.output,
+                max_size: record.max_size,
+                max_files: record.max_files,
+            }),
+        ),
+        Some(Subcommand::Report(report)) => {
+            return stdtrace::replay::run(report, terminal, no_color);
+        }
+    };
+    trace(args, recording.map(Recording::new), terminal, no_color)
+}
+
+/// `trace` and `record`: one tracing session.
+fn trace(
+    args: TraceArgs,
+    recording: Option<Recording>,
+    terminal: bool,
+    no_color: bool,
+) -> anyhow::Result<i32> {
+    let config = Config::from_trace(args, recording, terminal, no_color)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
