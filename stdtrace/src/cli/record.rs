@@ -51,7 +51,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         }
     };
     let bytes = value * scale;
-    if !bytes.is_finite() || bytes < 1024.0 || bytes > 1e15 {
+    if !bytes.is_finite() || !(1024.0..=1e15).contains(&bytes) {
         return Err(format!("`{text}` is not a size from 1KiB up"));
     }
     Ok(bytes as u64)
