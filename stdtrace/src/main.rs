@@ -13,11 +13,33 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) => {
-            // One line, like every other error: clap's first line without its "error: ".
+            // One line, like every other error: clap's first line without its "error: ",
+            // with its suggestions ("a similar argument exists: '--pid'").
             let text = err.to_string();
             let first = text.lines().next().unwrap_or_default();
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("stdtrace: {first} (see --help)");
+            // "the following required arguments were not provided:" lists them below.
+            let listed: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .take_while(|line| line.starts_with("  ") && !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = if first.ends_with(':') && !listed.is_empty() {
+                format!("{first} {}", listed.join(", "))
+            } else {
+                first.to_owned()
+            };
+            let tips: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("tip: "))
+                .collect();
+            let tips = if tips.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", tips.join("; "))
+            };
+            eprintln!("stdtrace: {first}{tips} (see --help)");
             return ExitCode::from(2);
         }
     };

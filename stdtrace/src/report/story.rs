@@ -199,7 +199,8 @@ impl Story {
     /// The timeline: a title line, then one line per moment, earliest first.
     pub fn render(mut self, color: bool) -> String {
         let style = Style { color };
-        self.moments.sort_by_key(|moment| (moment.wall_ns, moment.order));
+        self.moments
+            .sort_by_key(|moment| (moment.wall_ns, moment.order));
         let comm = self
             .comm
             .as_deref()
