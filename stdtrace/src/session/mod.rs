@@ -206,6 +206,10 @@ pub async fn run(config: Config) -> Result<i32> {
         regs_layout,
         comms: HashMap::new(),
     };
+    if reopen.is_some() {
+        // A file that rotates before the first second is over ends with this one.
+        summary_so_far(&session, started);
+    }
     // SAFETY: the ring buffer owns its map descriptor, which stays open and unchanged for as
     // long as the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -266,18 +270,7 @@ pub async fn run(config: Config) -> Result<i32> {
                 if session.ticks.is_multiple_of(REPEATS_EVERY_TICKS) {
                     session.report_repeats();
                     if reopen.is_some() {
-                        // The summary so far, for the recorded file to end with if it rotates.
-                        let so_far = Ending::read(
-                            &session.tracer,
-                            session.call_paths.as_ref(),
-                            session.still_stuck(),
-                            session.comms.clone(),
-                            (Stop::StillTracing, started.elapsed(), None),
-                        );
-                        match so_far {
-                            Ok(ending) => session.reporter.send(ToReporter::Progress(Box::new(ending))),
-                            Err(err) => log::debug!("reading the summary so far: {err}"),
-                        }
+                        summary_so_far(&session, started);
                     }
                 }
                 session.report_stuck();
@@ -317,6 +310,23 @@ pub async fn run(config: Config) -> Result<i32> {
         (_, _, Stop::Terminated) => 143,
         _ => 0,
     })
+}
+
+/// Sends the reporter the summary so far, for a recorded file to end with when it rotates.
+fn summary_so_far(session: &Session, started: Instant) {
+    let so_far = Ending::read(
+        &session.tracer,
+        session.call_paths.as_ref(),
+        session.still_stuck(),
+        session.comms.clone(),
+        (Stop::StillTracing, started.elapsed(), None),
+    );
+    match so_far {
+        Ok(ending) => session
+            .reporter
+            .send(ToReporter::Progress(Box::new(ending))),
+        Err(err) => log::debug!("reading the summary so far: {err}"),
+    }
 }
 
 /// Awaits `future` if there is one; otherwise never completes (a disabled `select!` branch).
