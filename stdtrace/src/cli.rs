@@ -47,6 +47,10 @@ pub struct Cli {
     /// `trace`'s options, when no subcommand is given.
     #[command(flatten)]
     pub trace: TraceCommand,
+
+    /// Log what stdtrace does to stderr; repeat for more detail.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 /// What stdtrace is asked to do.
@@ -58,18 +62,6 @@ pub enum Subcommand {
     Record(RecordArgs),
     /// Read recorded files back: the same report as the live run, in wall time.
     Report(ReportArgs),
-}
-
-impl Cli {
-    /// How much to log (`-v`), whichever subcommand was given.
-    pub fn verbose(&self) -> u8 {
-        match &self.subcommand {
-            None => self.trace.args.verbose,
-            Some(Subcommand::Trace(trace)) => trace.args.verbose,
-            Some(Subcommand::Record(record)) => record.trace.verbose,
-            Some(Subcommand::Report(report)) => report.verbose,
-        }
-    }
 }
 
 /// `stdtrace [trace]`: tracing's options, and one file to keep the records in.
@@ -140,10 +132,6 @@ pub struct TraceArgs {
     /// from btfhub for a kernel built without BTF.
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
-
-    /// Log what stdtrace does to stderr; repeat for more detail.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 
     /// The command to launch and trace, with its arguments, after `--`.
     #[arg(value_name = "CMD", last = true)]
@@ -243,6 +231,7 @@ pub struct Config {
     pub color: bool,
     pub btf: PathBuf,
     pub hook: Hook,
+    /// `-v`s given (set by `main`).
     pub verbose: u8,
     /// Where to keep every record as well (`record --output DIR`, `--output FILE`).
     pub recording: Option<Recording>,
@@ -330,7 +319,7 @@ impl Config {
                 .btf
                 .unwrap_or_else(|| PathBuf::from(crate::kernel::btf::VMLINUX_BTF)),
             hook: cli.hook,
-            verbose: cli.verbose,
+            verbose: 0,
             recording,
         })
     }
@@ -440,8 +429,8 @@ mod tests {
         assert_eq!(parsed.errno.0, vec![5]);
         assert!(parsed.command.is_empty() && parsed.pids.is_empty());
 
-        let parsed = cli(&["-v", "--", "sh", "-c", "echo hi"]).unwrap();
-        assert_eq!(parsed.command, vec!["sh", "-c", "echo hi"]);
+        let parsed = parse(&["-v", "--", "sh", "-c", "echo hi"]).unwrap();
+        assert_eq!(parsed.trace.args.command, vec!["sh", "-c", "echo hi"]);
         assert_eq!(parsed.verbose, 1);
         let parsed = cli(&["--pid", "1", "--pid", "2"]).unwrap();
         assert_eq!(parsed.pids, vec![1, 2]);
@@ -450,6 +439,85 @@ mod tests {
         assert!(cli(&["--format", "xml"]).is_err());
         assert!(cli(&["--errno", "EWHAT"]).is_err());
         assert!(cli(&["--pid", "abc"]).is_err());
+    }
+
+    #[test]
+    fn subcommands_parse_and_trace_is_the_default() {
+        let parsed = parse(&["trace", "--pid", "3", "--output", "/tmp/t.jsonl"]).unwrap();
+        let Some(Subcommand::Trace(trace)) = parsed.subcommand else {
+            panic!("trace");
+        };
+        assert_eq!(trace.args.pids, vec![3]);
+        assert_eq!(trace.output, Some(PathBuf::from("/tmp/t.jsonl")));
+        let parsed = parse(&["--output", "/tmp/t.jsonl", "-q"]).unwrap();
+        assert!(parsed.subcommand.is_none() && parsed.trace.args.quiet);
+        assert_eq!(parsed.trace.output, Some(PathBuf::from("/tmp/t.jsonl")));
+
+        let parsed = parse(&[
+            "record",
+            "-o",
+            "/var/st",
+            "--max-size",
+            "16KiB",
+            "--slow",
+            "2s",
+            "-v",
+            "--",
+            "app",
+        ])
+        .unwrap();
+        let Some(Subcommand::Record(record)) = parsed.subcommand else {
+            panic!("record");
+        };
+        assert_eq!(
+            (record.output, record.max_size, record.max_files),
+            (PathBuf::from("/var/st"), 16 * 1024, 5)
+        );
+        assert_eq!(record.trace.slow, Duration::from_secs(2));
+        assert_eq!(record.trace.command, vec!["app"]);
+        assert_eq!(parsed.verbose, 1);
+        let parsed = parse(&["record", "-o", "d"]).unwrap();
+        let Some(Subcommand::Record(record)) = parsed.subcommand else {
+            panic!("record");
+        };
+        assert_eq!(record.max_size, 100 * 1024 * 1024, "default 100MiB");
+        assert!(parse(&["record", "-o", "d", "--max-files", "0"]).is_err());
+        assert!(
+            parse(&["record", "--", "app"]).is_err(),
+            "--output is required"
+        );
+
+        let parsed = parse(&[
+            "report",
+            "a",
+            "-",
+            "--pid",
+            "4",
+            "--type",
+            "sigpipe,repeats",
+            "--since",
+            "5m",
+        ])
+        .unwrap();
+        let Some(Subcommand::Report(report)) = parsed.subcommand else {
+            panic!("report");
+        };
+        assert_eq!(report.files, vec![PathBuf::from("a"), PathBuf::from("-")]);
+        assert_eq!(report.types, vec!["sigpipe", "repeats"]);
+        assert_eq!(
+            report.since,
+            Some(TimeBound::BeforeEnd(Duration::from_secs(300)))
+        );
+        assert!(parse(&["report"]).is_err(), "a file is required");
+
+        // An unknown option is an error naming it, not the command to launch.
+        let err = parse(&["--pdi", "5"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(err.to_string().contains("'--pdi'"), "{err}");
+        let err = parse(&["--formt", "json"]).unwrap_err();
+        assert!(err.to_string().contains("'--format'"), "{err}");
+        // Options of trace and a subcommand do not mix.
+        assert!(parse(&["--pid", "1", "report", "x"]).is_err());
     }
 
     #[test]

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let level = match cli.verbose() {
+    let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
         2 => log::LevelFilter::Debug,
@@ -81,17 +81,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             return stdtrace::replay::run(report, terminal, no_color);
         }
     };
-    trace(args, recording.map(Recording::new), terminal, no_color)
+    trace(
+        args,
+        recording.map(Recording::new),
+        cli.verbose,
+        terminal,
+        no_color,
+    )
 }
 
 /// `trace` and `record`: one tracing session.
 fn trace(
     args: TraceArgs,
     recording: Option<Recording>,
+    verbose: u8,
     terminal: bool,
     no_color: bool,
 ) -> anyhow::Result<i32> {
-    let config = Config::from_trace(args, recording, terminal, no_color)?;
+    let mut config = Config::from_trace(args, recording, terminal, no_color)?;
+    config.verbose = verbose;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

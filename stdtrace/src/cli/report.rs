@@ -49,10 +49,6 @@ pub struct ReportArgs {
     /// Only the summary.
     #[arg(short, long)]
     pub quiet: bool,
-
-    /// Log what stdtrace does to stderr; repeat for more detail.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 /// A bound of `--since` / `--until`.
