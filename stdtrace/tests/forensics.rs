@@ -512,3 +512,73 @@ fn bad_recordings_and_options_get_one_clear_line() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = Command::new("true").status();
 }
+
+/// `--output FILE` and logrotate: after the file is moved away, SIGHUP makes stdtrace end it
+/// with the summary so far and start the path again with a header; nothing is lost between.
+#[test]
+fn sighup_reopens_the_output_file() {
+    if !stdtrace::can_trace("sighup_reopens_the_output_file") {
+        return;
+    }
+    let dir = scratch("sighup");
+    let file = dir.join("stdtrace.jsonl");
+    let rotated = dir.join("stdtrace.jsonl.1");
+    let blocked = fixture("writers/blocked_writer.c", "blocked_writer");
+    let script = format!("{} | sleep 8", blocked.display());
+    let mut tracer = stdtrace::command(&[
+        "--output",
+        file.to_str().unwrap(),
+        "--slow",
+        "500ms",
+        "--format",
+        "json",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("starting stdtrace");
+    let mut stdout = Lines::new(tracer.stdout.take().unwrap());
+    stdout.wait_for("\"state\":\"stuck\"", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::rename(&file, &rotated).expect("rotating the file as logrotate does");
+    // SAFETY: signalling our own stdtrace by its pid (not a traced process).
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGHUP) }, 0);
+    let live = stdout.all(Duration::from_secs(30));
+    let status = tracer.wait().expect("waiting for stdtrace");
+    assert_eq!(status.code(), Some(0), "SIGHUP does not end tracing");
+
+    let read =
+        |path: &Path| stdtrace::parse_json_lines(std::fs::read_to_string(path).unwrap().lines());
+    let (before, after) = (read(&rotated), read(&file));
+    assert_eq!(
+        (&before[0]["type"], &before[0]["file"]),
+        (&"header".into(), &0.into())
+    );
+    assert_eq!(
+        (&after[0]["type"], &after[0]["file"]),
+        (&"header".into(), &1.into())
+    );
+    assert_eq!(before.last().unwrap()["stopped"], "still tracing");
+    assert_eq!(after.last().unwrap()["stopped"], "the command exited");
+    let records: Vec<Value> = before[1..before.len() - 1]
+        .iter()
+        .chain(&after[1..after.len() - 1])
+        .cloned()
+        .collect();
+    let live = stdtrace::parse_json_lines(live.iter().map(String::as_str));
+    assert_eq!(
+        records,
+        live[..live.len() - 1],
+        "every record, in one file or the other"
+    );
+    assert!(
+        after[1..].iter().any(|r| r["type"] == "sigpipe"),
+        "the end of the story is in the new file: {after:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
