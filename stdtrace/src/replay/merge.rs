@@ -171,3 +171,89 @@ fn counted<'a>(items: impl Iterator<Item = &'a Item>) -> Summary {
     }
     summary
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{
+        Clock,
+        record::{Errno, RepeatReport, samples},
+    };
+
+    fn item(record: Record, recording: Option<&str>) -> Item {
+        Item {
+            record,
+            text: String::new(),
+            clock: Clock::from_offset(0),
+            recording: recording.map(str::to_owned),
+        }
+    }
+
+    fn summary(failed: u64, stopped: &str) -> Summary {
+        let mut summary = counted(std::iter::empty());
+        summary.failed_writes = failed;
+        summary.reported = failed;
+        summary.stopped = stopped.to_owned().into();
+        summary.kernel.writes_blocked = 1;
+        summary
+    }
+
+    #[test]
+    fn the_last_summary_of_each_recording_summed() {
+        let items = vec![
+            item(
+                Record::Summary(Box::new(summary(1, "still tracing"))),
+                Some("a"),
+            ),
+            item(
+                Record::Summary(Box::new(summary(5, "the command exited"))),
+                Some("a"),
+            ),
+            item(
+                Record::Summary(Box::new(summary(2, "interrupted"))),
+                Some("b"),
+            ),
+        ];
+        let merged = merged_summary(&items);
+        assert_eq!((merged.failed_writes, merged.reported), (7, 7));
+        assert_eq!(merged.kernel.writes_blocked, 2);
+        assert_eq!(merged.stopped, "the command exited; interrupted");
+    }
+
+    #[test]
+    fn without_a_summary_one_is_counted_from_the_records() {
+        let first = samples::report();
+        let repeats = RepeatReport {
+            record_type: RecordType::Repeats,
+            pid: first.pid,
+            comm: first.comm.clone(),
+            syscall: "write".into(),
+            fd: first.fd,
+            errno: Errno::EPIPE,
+            site: 1,
+            count: 10,
+            first_ts_ns: 2,
+            last_ts_ns: 1_000_000_001,
+        };
+        let mut later = repeats.clone();
+        later.count = 40;
+        let items = vec![
+            item(Record::Write(Box::new(first.clone())), Some("a")),
+            item(Record::Repeats(repeats), Some("a")),
+            item(Record::Repeats(later), Some("a")),
+        ];
+        let merged = merged_summary(&items);
+        assert_eq!(merged.stopped, NO_SUMMARY);
+        assert_eq!(
+            (merged.failed_writes, merged.reported, merged.repeats),
+            (41, 1, 40),
+            "a site's repeats are cumulative"
+        );
+        assert_eq!(merged.totals.len(), 1);
+        assert_eq!(
+            (merged.totals[0].pid, merged.totals[0].failures),
+            (first.pid, 41)
+        );
+        assert_eq!(merged.duration_ms, 1000);
+    }
+}

@@ -159,3 +159,6 @@ fn line_of<T: Serialize>(record: &T) -> Option<Vec<u8>> {
     line.push(b'\n');
     Some(line)
 }
+
+#[cfg(test)]
+mod tests;
