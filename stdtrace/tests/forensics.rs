@@ -378,7 +378,33 @@ fn report_prints_what_the_live_run_printed() {
     assert!(
         of_pid[..of_pid.len() - 1]
             .iter()
-            .all(|r| r["pid"].to_string() == pid)
+            .all(|r| r["pid"] == stuck["pid"]),
+        "{of_pid:?}"
+    );
+    assert!(
+        of_pid.len() >= 4,
+        "stuck, resumed, the failed write, the SIGPIPE: {of_pid:?}"
+    );
+    let of_comm = json_lines(
+        &report(&[
+            "--format",
+            "json",
+            "--comm",
+            "sigpipe_writer",
+            file.to_str().unwrap(),
+        ])
+        .stdout,
+    );
+    assert_eq!(
+        types(&of_comm[..of_comm.len() - 1]),
+        BTreeMap::from([("sigpipe".to_owned(), 1), ("write_error".to_owned(), 1)])
+    );
+    let from_the_end =
+        json_lines(&report(&["--format", "json", "--since", "1h", file.to_str().unwrap()]).stdout);
+    assert_eq!(
+        from_the_end.len(),
+        records.len() - 1,
+        "all of it is within the last hour"
     );
     let none = json_lines(
         &report(&[
