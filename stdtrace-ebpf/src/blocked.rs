@@ -10,18 +10,15 @@
 //! *prev, struct task_struct *next, unsigned int prev_state)` (`prev_state` since 5.18).
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::RawTracePointContext,
 };
-use stdtrace_common::{BLOCKED_SLOTS, BlockedWrite, Goroutine, REGS_COPY_WORDS, counter, syscall};
+use stdtrace_common::{BLOCKED_SLOTS, BlockedWrite, Goroutine, counter, syscall};
 
 use crate::{
-    config, goroutine, kernel,
+    config,
+    kernel::{self, read_fd, user_registers},
     maps::{BLOCKED, GO_PROCESSES, bump, is_target},
-    write_exit::{read_fd, user_registers},
 };
 
 /// x86_64 syscall numbers of the write family.
@@ -100,23 +97,11 @@ pub fn on_switch(ctx: &RawTracePointContext) {
         (*slot).fd = read_fd(&layout, regs);
         (*slot).count = kernel::read::<u64>(regs, layout.pt_regs_dx).unwrap_or(0);
         (*slot).comm = bpf_get_current_comm().unwrap_or_default();
-        let size = layout.pt_regs_size as usize;
-        let size = if size > REGS_COPY_WORDS * 8 {
-            REGS_COPY_WORDS * 8
-        } else {
-            size
-        };
-        let copied = size > 0
-            && bpf_probe_read_kernel(
-                (*slot).regs.as_mut_ptr().cast(),
-                size as u32,
-                regs as *const _,
-            ) == 0;
-        (*slot).regs_len = if copied { size as u32 } else { 0 };
+        (*slot).regs_len = kernel::copy_registers(&layout, regs, &raw mut (*slot).regs);
         (*slot).go = match GO_PROCESSES.get(&tgid) {
             Some(go_layout) => {
                 let sp = kernel::read::<u64>(regs, layout.pt_regs_sp).unwrap_or(0);
-                goroutine::read_goroutine(go_layout, layout.task_fsbase, kernel::current_task(), sp)
+                kernel::current_goroutine(&layout, go_layout, sp)
             }
             // Not known to be Go (yet): the thread pointer lets userspace find the goroutine
             // later, from memory, if the thread is still blocked then.

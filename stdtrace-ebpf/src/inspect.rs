@@ -6,14 +6,8 @@
 //! passes its own fd as the first argument. The program runs in stdtrace's context, follows
 //! that fd to the inode and its pipe, and leaves what it read in `INSPECTED`.
 
-use aya_ebpf::{
-    helpers::{
-        bpf_ktime_get_ns,
-        generated::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs},
-    },
-    programs::RawTracePointContext,
-};
-use stdtrace_common::{PipeState, REGS_COPY_WORDS, ThreadState};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
+use stdtrace_common::{PipeState, ThreadState};
 
 use crate::{
     config, kernel,
@@ -105,36 +99,22 @@ unsafe fn read_thread(fd: i32, out: *mut ThreadState) -> Option<()> {
         return None;
     }
     let task = node - layout.task_pid_links as u64;
-    // SAFETY: plain helper calls, on the current task. The pointer goes through the output map
-    // and back: the verifier forbids arithmetic with it, and what comes back is a plain number.
+    // SAFETY: `out` is the caller's. The pointer goes through the output map and back: the
+    // verifier forbids arithmetic with it, and what comes back is a plain number.
     let own_regs = unsafe {
-        core::ptr::write_volatile(
-            &raw mut (*out).last_arrival,
-            bpf_task_pt_regs(bpf_get_current_task_btf()) as u64,
-        );
+        core::ptr::write_volatile(&raw mut (*out).last_arrival, kernel::user_registers());
         core::ptr::read_volatile(&raw const (*out).last_arrival)
     };
     let own_stack: u64 = kernel::read(own, layout.task_stack)?;
     let stack: u64 = kernel::read(task, layout.task_stack)?;
     let regs = stack + own_regs.wrapping_sub(own_stack);
-    let size = layout.pt_regs_size as usize;
-    let size = if size > REGS_COPY_WORDS * 8 {
-        REGS_COPY_WORDS * 8
-    } else {
-        size
-    };
     // SAFETY: `out` is the caller's; the copy stays inside its `regs` array.
     unsafe {
-        if size == 0
-            || bpf_probe_read_kernel(
-                (*out).regs.as_mut_ptr().cast(),
-                size as u32,
-                regs as *const _,
-            ) != 0
-        {
+        let size = kernel::copy_registers(&layout, regs, &raw mut (*out).regs);
+        if size == 0 {
             return None;
         }
-        (*out).regs_len = size as u32;
+        (*out).regs_len = size;
         (*out).state = kernel::read(task, layout.task_state)?;
         (*out).last_arrival = kernel::read(task, layout.task_last_arrival).unwrap_or(0);
         (*out).own_arrival = kernel::read(own, layout.task_last_arrival).unwrap_or(0);

@@ -9,7 +9,6 @@
 mod blocked;
 mod callsite;
 mod config;
-mod goroutine;
 mod inspect;
 mod kernel;
 mod lifecycle;

@@ -34,8 +34,11 @@ pub static GO_PROCESSES: HashMap<u32, GoLayout> = HashMap::with_max_entries(1638
 pub static BLOCKED: Array<BlockedWrite> = Array::with_max_entries(BLOCKED_SLOTS, BPF_F_MMAPABLE);
 
 /// Goroutines parked in Go's netpoller after EAGAIN, until they write again successfully.
+/// Not an LRU map: evicting a parked goroutine to make room would lose it without a trace;
+/// a full map refuses the new one instead, which is counted (`PARKED_FULL`). Userspace
+/// removes the goroutines that went on.
 #[map]
-pub static PARKED: LruHashMap<ParkedKey, ParkedWrite> = LruHashMap::with_max_entries(16384, 0);
+pub static PARKED: HashMap<ParkedKey, ParkedWrite> = HashMap::with_max_entries(16384, 0);
 
 /// Parked goroutines per process slot (tgid modulo the size).
 #[map]

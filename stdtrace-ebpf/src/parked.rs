@@ -5,22 +5,18 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use stdtrace_common::{
-    Goroutine, PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, go_flags,
+    Goroutine, PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, counter,
 };
 
-use crate::maps::{PARKED, PARKED_PROCESSES};
+use crate::maps::{PARKED, PARKED_PROCESSES, bump};
 
 /// A Go write got EAGAIN: the goroutine is about to park.
 #[inline(always)]
 pub fn record(tgid: u32, tid: u32, fd: i32, syscall: u32, goroutine: &Goroutine) {
-    if goroutine.flags & go_flags::FOUND == 0 || goroutine.flags & go_flags::STACK_OWNED == 0 {
+    let Some(goid) = goroutine.certain_goid() else {
         return;
-    }
-    let key = ParkedKey {
-        tgid,
-        fd,
-        goid: goroutine.goid,
     };
+    let key = ParkedKey { tgid, fd, goid };
     let parked = ParkedWrite {
         // SAFETY: plain helper call.
         since_ns: unsafe { bpf_ktime_get_ns() },
@@ -31,10 +27,18 @@ pub fn record(tgid: u32, tid: u32, fd: i32, syscall: u32, goroutine: &Goroutine)
         _pad: 0,
     };
     const BPF_NOEXIST: u64 = 1;
-    // Again EAGAIN on the same fd: still the same wait, which started at the first.
-    if PARKED.insert(&key, &parked, BPF_NOEXIST).is_ok()
-        && let Some(flag) = PARKED_PROCESSES.get_ptr_mut(tgid & (PARKED_PROCESS_SLOTS - 1))
-    {
+    const EEXIST: i64 = 17;
+    match PARKED.insert(&key, &parked, BPF_NOEXIST) {
+        Ok(()) => {}
+        // Again EAGAIN on the same fd: still the same wait, which started at the first.
+        Err(err) if i64::from(err) == -EEXIST => return,
+        // No room (E2BIG) or no memory (ENOMEM): this wait is lost, and counted.
+        Err(_) => {
+            bump(counter::PARKED_FULL);
+            return;
+        }
+    }
+    if let Some(flag) = PARKED_PROCESSES.get_ptr_mut(tgid & (PARKED_PROCESS_SLOTS - 1)) {
         // SAFETY: a pointer into the array's value memory. A plain store: every CPU stores
         // the same value; userspace clears slots whose goroutines are all gone.
         unsafe { *flag = 1 };

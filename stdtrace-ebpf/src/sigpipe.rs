@@ -17,12 +17,12 @@ use aya_ebpf::{
 use stdtrace_common::{SigpipeRecord, counter, record_kind};
 
 use crate::{
-    config, kernel,
+    config,
+    kernel::{self, user_register, user_registers},
     maps::{
         EVENTS, SCRATCH, SCRATCH_SIGNAL, SIGPIPE_COUNTS, SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING,
         SIGPIPE_SEEN, SIGPIPE_WRITER, bump, is_target,
     },
-    write_exit::{user_register, user_registers},
 };
 
 const SIGPIPE: u64 = 13;

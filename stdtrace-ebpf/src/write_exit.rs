@@ -21,9 +21,7 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::{
-            bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
-        },
+        generated::bpf_probe_read_user,
     },
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -34,7 +32,8 @@ use stdtrace_common::{
 };
 
 use crate::{
-    blocked, callsite, config, goroutine, kernel,
+    blocked, callsite, config,
+    kernel::{self, read_fd, user_register, user_registers},
     maps::{
         EVENTS, GO_PROCESSES, SCRATCH, SCRATCH_WRITE_EXIT, SIGPIPE_WRITER, bump, is_target, tally,
     },
@@ -113,7 +112,7 @@ fn current_goroutine(layout: &KernelLayout, tgid: u32, regs: u64) -> Goroutine {
     match unsafe { GO_PROCESSES.get(&tgid) } {
         Some(go_layout) => {
             let sp = kernel::read::<u64>(regs, layout.pt_regs_sp).unwrap_or(0);
-            goroutine::read_goroutine(go_layout, layout.task_fsbase, kernel::current_task(), sp)
+            kernel::current_goroutine(layout, go_layout, sp)
         }
         None => Goroutine::default(),
     }
@@ -164,10 +163,10 @@ fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
     }
     bump(counter::MATCHED);
 
+    // From here on, every way out is counted: sent (`reported`), counted at its call site
+    // (`REPEATS`), or lost (`RINGBUF_FULL`), so that `reported + dropped + repeats =
+    // failed_writes` holds exactly.
     let regs = user_registers();
-    let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT) else {
-        return;
-    };
     // The saved registers, loaded directly through the trusted pointer the kernel gives.
     let have_regs = regs != 0;
     let register = |offset: u32| user_register(regs, offset);
@@ -192,7 +191,11 @@ fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
     // The write that raised its process's first SIGPIPE on this fd goes out in full: the
     // SIGPIPE story is told with it.
     let raised_sigpipe = errno == EPIPE && take_sigpipe_writer(tid);
-    if have_regs && !raised_sigpipe {
+    // Without its scratch memory (never, in practice) the write is sent, not lost.
+    if have_regs
+        && !raised_sigpipe
+        && let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT)
+    {
         let ip = register(config::layout_field!(pt_regs_ip));
         let sp = register(config::layout_field!(pt_regs_sp));
         // SAFETY: plain helper call.
@@ -268,33 +271,6 @@ fn finish_blocked(slot: *mut BlockedWrite, syscall: u32, ret: i64, pid_tgid: u64
     let go = current_goroutine(&layout, (pid_tgid >> 32) as u32, regs);
     if !send_record(&layout, outcome, syscall, ret, pid_tgid, regs, fd, go) {
         bump(counter::BLOCKED_DROPPED);
-    }
-}
-
-/// The address of the current task's saved user registers.
-#[inline(always)]
-pub fn user_registers() -> u64 {
-    // SAFETY: plain helper calls; bpf_task_pt_regs takes the trusted task pointer the other
-    // helper returns and gives the address of its saved user registers.
-    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
-}
-
-/// The saved user register at `offset` (a `struct pt_regs` member's offset, from BTF) of
-/// `regs`, the non-null address [`user_registers`] gave, loaded directly.
-#[inline(always)]
-pub fn user_register(regs: u64, offset: u32) -> u64 {
-    // SAFETY: `regs` is the task's `struct pt_regs` (a BTF pointer the verifier checks the load
-    // against); `offset` is a member's offset from BTF, a constant to it.
-    unsafe { *((regs as *const u8).add(offset as usize) as *const u64) }
-}
-
-/// The syscall's fd argument, from the saved registers.
-#[inline(always)]
-pub fn read_fd(layout: &KernelLayout, regs: u64) -> i32 {
-    match kernel::read::<u64>(regs, layout.pt_regs_di) {
-        // The kernel declares the fd `unsigned int`; the register holds it zero-extended.
-        Some(di) => di as u32 as i32,
-        None => -1,
     }
 }
 
@@ -425,28 +401,14 @@ unsafe fn fill_registers_and_stack(
     syscall: u32,
     event: *mut WriteRecord,
 ) {
-    let size = layout.pt_regs_size as usize;
-    let size = if size > REGS_COPY_WORDS * 8 {
-        REGS_COPY_WORDS * 8
-    } else {
-        size
-    };
-    // SAFETY: the destination is the event's `regs` array, at least `size` bytes long.
-    let copied = size > 0
-        && unsafe {
-            bpf_probe_read_kernel(
-                (*event).regs.as_mut_ptr().cast(),
-                size as u32,
-                regs as *const _,
-            )
-        } == 0;
-    if !copied {
-        unsafe { (*event).regs_len = 0 };
+    // SAFETY: the destination is the event's `regs` array (caller's contract).
+    let size = unsafe { kernel::copy_registers(layout, regs, &raw mut (*event).regs) };
+    unsafe { (*event).regs_len = size };
+    if size == 0 {
         bump(counter::REGS_UNREADABLE);
         return;
     }
     unsafe {
-        (*event).regs_len = size as u32;
         (*event).flags |= write_flags::REGS_VALID;
     }
     // SAFETY: `event` is valid for the whole function (caller's contract).

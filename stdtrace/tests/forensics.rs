@@ -3,6 +3,8 @@
 //! death of its own, recorded into rotated files; `report` of them against the live run; a
 //! recorder killed with SIGKILL; one process's story; and the command line's errors.
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 #[path = "support/stdtrace.rs"]
@@ -15,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use can_run::Need;
 use serde_json::Value;
 use stdtrace::{Lines, json_lines};
 
@@ -140,7 +143,7 @@ fn assert_same_text(live: &str, reported: &str) {
 /// run, the same types and counts and the same exact totals.
 #[test]
 fn recorded_files_hold_what_stdout_printed() {
-    if !stdtrace::can_trace("recorded_files_hold_what_stdout_printed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let dir = scratch("record");
@@ -250,7 +253,7 @@ fn recorded_files_hold_what_stdout_printed() {
 /// `--max-files` bounds the recording: the oldest files are removed, the last is complete.
 #[test]
 fn max_files_bounds_the_recording() {
-    if !stdtrace::can_trace("max_files_bounds_the_recording") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let dir = scratch("max-files");
@@ -300,7 +303,7 @@ fn max_files_bounds_the_recording() {
 /// death in order.
 #[test]
 fn report_prints_what_the_live_run_printed() {
-    if !stdtrace::can_trace("report_prints_what_the_live_run_printed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let dir = scratch("output-file");
@@ -428,7 +431,7 @@ fn report_prints_what_the_live_run_printed() {
 /// skipped.
 #[test]
 fn a_recorder_killed_leaves_readable_files() {
-    if !stdtrace::can_trace("a_recorder_killed_leaves_readable_files") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let dir = scratch("killed");
@@ -543,7 +546,7 @@ fn bad_recordings_and_options_get_one_clear_line() {
 /// with the summary so far and start the path again with a header; nothing is lost between.
 #[test]
 fn sighup_reopens_the_output_file() {
-    if !stdtrace::can_trace("sighup_reopens_the_output_file") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let dir = scratch("sighup");

@@ -3,6 +3,8 @@
 //! the binaries' own symbol tables, DWARF and call frame information, and against corrupt
 //! inputs. No root needed.
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "goruntime/dwarf.rs"]
 mod dwarf;
 #[path = "goruntime/fixtures.rs"]

@@ -6,6 +6,8 @@
 //! names in order, source files and lines from DWARF, inlined frames, demangled C++ and Rust.
 //! No root needed; children are killed by pid (through their `Child`) when a test ends.
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 #[path = "symbolize/hostile.rs"]

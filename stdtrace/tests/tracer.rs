@@ -1,6 +1,8 @@
 //! The tracer end to end, as root: the real kernel programs, real fixture programs, exact
 //! counts, fds, targets, peers and function names, in launch, `--pid` and node-wide mode.
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 #[path = "support/stdtrace.rs"]
@@ -13,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use can_run::Need;
 use serde_json::Value;
 use stdtrace::{StderrLines, assert_calls, field, json_lines, write_errors};
 
@@ -171,6 +174,7 @@ fn check_failed_writes(
     assert_eq!(total("EPIPE", fixture.epipe_fd), EPIPES as u64);
     assert_eq!(total("EAGAIN", fixture.eagain_fd), EAGAINS as u64);
     assert_eq!(summary["dropped"], 0);
+    assert_eq!(summary["kernel"]["parked_full"], 0, "{summary}");
 }
 
 /// The failures repeated at `first`'s call site (its pid, fd, errno and site), as the last
@@ -258,7 +262,7 @@ fn launch_and_check(frame_pointers: bool) {
 
 #[test]
 fn launch_c_writer_with_frame_pointers() {
-    if !stdtrace::can_trace("launch_c_writer_with_frame_pointers") {
+    if !can_run::require(Need::Root) {
         return;
     }
     launch_and_check(true);
@@ -266,7 +270,7 @@ fn launch_c_writer_with_frame_pointers() {
 
 #[test]
 fn launch_c_writer_without_frame_pointers() {
-    if !stdtrace::can_trace("launch_c_writer_without_frame_pointers") {
+    if !can_run::require(Need::Root) {
         return;
     }
     launch_and_check(false);
@@ -276,7 +280,7 @@ fn launch_c_writer_without_frame_pointers() {
 /// its mappings), its fd's target and open ends still known (read in the kernel).
 #[test]
 fn launch_c_writer_that_exits_at_once() {
-    if !stdtrace::can_trace("launch_c_writer_that_exits_at_once") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let writer = c_writer(false);
@@ -297,7 +301,7 @@ fn launch_c_writer_that_exits_at_once() {
 
 #[test]
 fn launch_rust_writer() {
-    if !stdtrace::can_trace("launch_rust_writer") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let writer = rust_writer();
@@ -337,7 +341,7 @@ fn launch_rust_writer() {
 
 #[test]
 fn attach_to_a_running_c_writer() {
-    if !stdtrace::can_trace("attach_to_a_running_c_writer") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let writer = c_writer(false);
@@ -393,7 +397,7 @@ fn attach_to_a_running_c_writer() {
 
 #[test]
 fn node_wide_sees_a_writer_it_did_not_start() {
-    if !stdtrace::can_trace("node_wide_sees_a_writer_it_did_not_start") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let writer = c_writer(true);
@@ -444,7 +448,7 @@ fn node_wide_sees_a_writer_it_did_not_start() {
 
 #[test]
 fn launched_command_exit_status_is_propagated() {
-    if !stdtrace::can_trace("launched_command_exit_status_is_propagated") {
+    if !can_run::require(Need::Root) {
         return;
     }
     for (script, code) in [("exit 0", 0), ("exit 3", 3)] {
@@ -477,7 +481,7 @@ fn launched_command_exit_status_is_propagated() {
 
 #[test]
 fn children_of_a_launched_command_are_followed() {
-    if !stdtrace::can_trace("children_of_a_launched_command_are_followed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let writer = c_writer(true);
@@ -504,7 +508,7 @@ fn children_of_a_launched_command_are_followed() {
 
 #[test]
 fn errno_list_selects_what_is_reported() {
-    if !stdtrace::can_trace("errno_list_selects_what_is_reported") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let writer = c_writer(true);
@@ -532,7 +536,7 @@ fn errno_list_selects_what_is_reported() {
 
 #[test]
 fn text_output_tells_the_story() {
-    if !stdtrace::can_trace("text_output_tells_the_story") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let writer = c_writer(true);
@@ -567,7 +571,7 @@ fn text_output_tells_the_story() {
 
 #[test]
 fn quiet_prints_only_the_summary() {
-    if !stdtrace::can_trace("quiet_prints_only_the_summary") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let writer = c_writer(true);
@@ -589,7 +593,7 @@ fn quiet_prints_only_the_summary() {
 
 #[test]
 fn duration_ends_tracing() {
-    if !stdtrace::can_trace("duration_ends_tracing") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let output = stdtrace::run(&["--format", "json", "--duration", "500ms"]);
@@ -607,7 +611,7 @@ fn duration_ends_tracing() {
 /// stopped reading (EAGAIN), each named where it matters.
 #[test]
 fn the_demonstration_tells_its_story() {
-    if !stdtrace::can_trace("the_demonstration_tells_its_story") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let demo = fixtures::build_c("demo/writer.c", "demo-writer", &["-O1", "-g"]);

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use stdtrace_common::{GoLayout, Goroutine, go_flags};
+use stdtrace_common::{GoLayout, GoMemory, Goroutine, go_flags};
 
 use crate::{
     goruntime::{
@@ -343,54 +343,25 @@ pub fn program_of(binary: &GoBinary) -> GoProgram {
 }
 
 /// Reads the goroutine of a thread from the process's memory, as the kernel program does at
-/// event time: for a thread blocked in a system call, which is not running Go code, so its `g`
-/// (and `m.curg`) stay as they are while it is blocked.
+/// event time (the same walk): for a thread blocked in a system call, which is not running Go
+/// code, so its `g` (and `m.curg`) stay as they are while it is blocked.
 pub fn read_goroutine(pid: u32, layout: &GoLayout, fsbase: u64, sp: u64) -> Goroutine {
-    let word = |address: u64| {
-        memory::read(pid, address, 8)
-            .and_then(|bytes| bytes.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    let mut found = Goroutine {
-        flags: go_flags::GO_PROCESS,
-        fsbase,
-        ..Goroutine::default()
-    };
-    let Some(g) = word(fsbase.wrapping_add(layout.tls_offset as u64)).filter(|g| *g != 0) else {
-        return found;
-    };
-    found.g = g;
-    found.stack_lo = word(g + layout.g_stack_lo as u64).unwrap_or(0);
-    found.stack_hi = word(g + layout.g_stack_hi as u64).unwrap_or(0);
-    if found.stack_lo <= sp && sp < found.stack_hi {
-        found.flags |= go_flags::STACK_OWNED;
+    Goroutine::walk(&ProcessMemory(pid), layout, fsbase, sp)
+}
+
+/// A process's memory, read through `/proc/PID/mem`.
+struct ProcessMemory(u32);
+
+impl GoMemory for ProcessMemory {
+    fn word(&self, address: u64) -> Option<u64> {
+        let bytes = memory::read(self.0, address, 8)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
     }
-    let curg = word(g + layout.g_m as u64)
-        .and_then(|m| word(m + layout.m_curg as u64))
-        .unwrap_or(0);
-    let goroutine = if curg != 0 { curg } else { g };
-    if goroutine != g {
-        found.flags |= go_flags::ON_SYSTEM_STACK;
+
+    fn u32(&self, address: u64) -> Option<u32> {
+        let bytes = memory::read(self.0, address, 4)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
     }
-    found.goroutine = goroutine;
-    let status = memory::read(pid, goroutine + layout.g_status as u64, 4)
-        .and_then(|bytes| bytes.try_into().ok())
-        .map(u32::from_le_bytes);
-    let (Some(goid), Some(status), Some(gopc)) = (
-        word(goroutine + layout.g_goid as u64),
-        status,
-        word(goroutine + layout.g_gopc as u64),
-    ) else {
-        return found;
-    };
-    found.goid = goid;
-    found.status = status;
-    found.gopc = gopc;
-    if layout.flags & go_flags::HAS_PARENT_GOID != 0 {
-        found.parent_goid = word(goroutine + layout.g_parent_goid as u64).unwrap_or(0);
-    }
-    found.flags |= go_flags::FOUND;
-    found
 }
 
 /// `g.atomicstatus` in words (the `_Gscan` bit, set while the garbage collector scans the

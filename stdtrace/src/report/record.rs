@@ -236,6 +236,8 @@ pub struct KernelCounters {
     /// Repeated failures not counted per call site because its map was full (still in the
     /// totals and in `repeats`).
     pub sites_full: u64,
+    /// Goroutines parked after EAGAIN not recorded because the kernel's map of them was full.
+    pub parked_full: u64,
 }
 
 /// `{"type":"summary",...}`: the last line of every run.

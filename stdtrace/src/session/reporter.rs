@@ -253,12 +253,7 @@ impl Telling {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        collections::HashMap,
-        io::Write,
-        sync::{Arc, Mutex},
-        time::Duration,
-    };
+    use std::{collections::HashMap, io::Write, time::Duration};
 
     use serde_json::Value;
     use stdtrace_common::{counter, syscall};
@@ -267,29 +262,9 @@ mod tests {
     use crate::{
         enrich::{capture::ProcessImage, inspector::fake::FakeInspector},
         events::samples::failed_write,
-        report::{Clock, JsonOutput, TextOutput, record::TargetKind},
+        report::{Captured, Clock, JsonOutput, TextOutput, record::TargetKind},
         session::summary::Stop,
     };
-
-    /// A writer the test can read back.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
 
     /// Two failed writes from the same place (no stack: the kernel could not read the
     /// registers), captured through the fake inspector.

@@ -187,6 +187,7 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
             blocked_untracked: counters[counter::BLOCKED_UNTRACKED as usize],
             blocked_dropped: counters[counter::BLOCKED_DROPPED as usize],
             sites_full: counters[counter::SITES_FULL as usize],
+            parked_full: counters[counter::PARKED_FULL as usize],
         },
         // The recording fills it in when it has written everything before the summary.
         output_records_dropped: None,
@@ -203,9 +204,6 @@ pub fn still_stuck(slots: &dyn SlotTable, stuck_ns: u64) -> Vec<StuckWrite> {
         .filter(|blocked| blocked.blocked_ns(now) >= stuck_ns)
         .map(|blocked| {
             let write = &blocked.write;
-            let go = write.go;
-            let goid_certain = go.flags & stdtrace_common::go_flags::FOUND != 0
-                && go.flags & stdtrace_common::go_flags::STACK_OWNED != 0;
             StuckWrite {
                 pid: write.tgid,
                 tid: write.tid,
@@ -215,7 +213,7 @@ pub fn still_stuck(slots: &dyn SlotTable, stuck_ns: u64) -> Vec<StuckWrite> {
                     .into(),
                 fd: write.fd,
                 duration_ms: blocked.blocked_ns(now) / 1_000_000,
-                goid: goid_certain.then_some(go.goid),
+                goid: write.go.certain_goid(),
             }
         })
         .collect();

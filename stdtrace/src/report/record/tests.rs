@@ -4,39 +4,8 @@ use super::*;
 
 fn write_error() -> WriteReport {
     WriteReport {
-        record_type: RecordType::WriteError,
         ts_ns: 5,
-        pid: 812,
         tid: 813,
-        comm: "writer".into(),
-        syscall: "write".into(),
-        fd: 4,
-        errno: Some(Errno::EPIPE),
-        state: None,
-        duration_ms: None,
-        count: Some(1),
-        count_partial: false,
-        target: FdTarget {
-            kind: TargetKind::Pipe,
-            inode: Some(40213),
-            path: Some("pipe:[40213]".into()),
-            pts: None,
-            nonblocking: Some(false),
-            readers: Some(vec![]),
-            writers: Some(vec![Peer {
-                pid: 812,
-                comm: "writer".into(),
-                fds: vec![4],
-                activity: None,
-            }]),
-            read_ends: Some(0),
-            write_ends: Some(1),
-            capacity: None,
-            queued: None,
-            socket: None,
-            last_reader: None,
-            unknown: None,
-        },
         stack: vec![FrameReport {
             address: "0x401000".into(),
             function: Some("emit_epipe".into()),
@@ -48,9 +17,7 @@ fn write_error() -> WriteReport {
             unknown: None,
         }],
         stack_end: None,
-        go: None,
-        site: None,
-        repeat: false,
+        ..samples::report()
     }
 }
 
@@ -155,7 +122,7 @@ fn summary_schema() {
             "kernel": {"registers_unreadable": 0, "fd_unreadable": 0, "stack_unreadable": 0,
                        "tally_full": 0, "children_followed": 0, "lifecycle_dropped": 0,
                        "writes_blocked": 0, "blocked_untracked": 0, "blocked_dropped": 0,
-                       "sites_full": 0}
+                       "sites_full": 0, "parked_full": 0}
         })
     );
 }
