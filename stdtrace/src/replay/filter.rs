@@ -94,3 +94,72 @@ fn local_midnight(wall_ns: i128) -> i128 {
     let midnight = unsafe { libc::mktime(&mut tm) };
     i128::from(midnight) * 1_000_000_000
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::{Clock, record::samples};
+
+    fn write_at(pid: u32, ts_ns: u64) -> Item {
+        let mut report = samples::report();
+        report.pid = pid;
+        report.ts_ns = ts_ns;
+        Item {
+            record: Record::Write(Box::new(report)),
+            text: String::new(),
+            clock: Clock::from_offset(1_000),
+            recording: None,
+        }
+    }
+
+    #[test]
+    fn pid_type_and_time_bounds() {
+        let items = vec![write_at(1, 1_000_000_000), write_at(2, 9_000_000_000)];
+        let filter = |args: &[&str]| {
+            let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(
+                ["stdtrace", "report", "x"].iter().chain(args),
+            )
+            .unwrap();
+            let Some(crate::cli::Subcommand::Report(report)) = cli.subcommand else {
+                panic!("report");
+            };
+            let filter = Filter::new(&report, &items).unwrap();
+            items
+                .iter()
+                .map(|item| filter.keeps(item))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(filter(&[]), [true, true]);
+        assert_eq!(filter(&["--pid", "2"]), [false, true]);
+        assert_eq!(filter(&["--comm", "writer"]), [true, true]);
+        assert_eq!(filter(&["--comm", "other"]), [false, false]);
+        assert_eq!(filter(&["--type", "sigpipe"]), [false, false]);
+        assert_eq!(filter(&["--type", "write_error,repeats"]), [true, true]);
+        // 5 s before the end (9 s): only the second.
+        assert_eq!(filter(&["--since", "5s"]), [false, true]);
+        assert_eq!(filter(&["--until", "5s"]), [true, false]);
+        assert_eq!(filter(&["--since", "1970-01-01T00:00:02Z"]), [false, true]);
+        assert_eq!(
+            resolve(&TimeBound::BeforeEnd(Duration::from_secs(1)), 5_000_000_000),
+            4_000_000_000
+        );
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "stdtrace",
+            "report",
+            "x",
+            "--type",
+            "write_errors",
+        ])
+        .unwrap();
+        let Some(crate::cli::Subcommand::Report(report)) = cli.subcommand else {
+            panic!("report");
+        };
+        let err = Filter::new(&report, &items).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "unknown record type `write_errors` (one of write_error, blocked_write, repeats, sigpipe)"
+        );
+    }
+}
