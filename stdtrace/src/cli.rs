@@ -10,22 +10,75 @@ use std::{
 
 use clap::{Parser, ValueEnum};
 
-use crate::kernel::loader::Hook;
+mod record;
+mod report;
 
-use crate::errno;
+pub use self::{
+    record::{RecordArgs, parse_size},
+    report::{ReportArgs, TimeBound, parse_time_bound},
+};
+use crate::{errno, kernel::loader::Hook, report::recording::Sink};
 
 /// Why is this process stuck (or dying) while writing its output?
 ///
 /// stdtrace reports every write (write, writev, pwrite64, pwritev, pwritev2) that fails with a
-/// watched errno (EAGAIN and EPIPE by default): who wrote, to which fd, what the fd points at,
-/// who is on the other end, and the writer's call stack.
+/// watched errno (EAGAIN and EPIPE by default), or blocks: who wrote, to which fd, what the fd
+/// points at, who is on the other end, and the writer's call stack.
 ///
 ///   sudo stdtrace -- CMD ARGS...     launch CMD and trace it and every process it forks
 ///   sudo stdtrace --pid N [--pid M]  attach to running processes
 ///   sudo stdtrace                    trace every process on the host
+///   sudo stdtrace record --output DIR ...   the same, kept in rotated files
+///   stdtrace report DIR              read a recording back
 #[derive(Debug, Parser)]
-#[command(name = "stdtrace", version, verbatim_doc_comment, max_term_width = 100)]
+#[command(
+    name = "stdtrace",
+    version,
+    verbatim_doc_comment,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true,
+    subcommand_value_name = "COMMAND",
+    subcommand_help_heading = "Commands (`trace` when none is given)"
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub subcommand: Option<Subcommand>,
+
+    /// `trace`'s options, when no subcommand is given.
+    #[command(flatten)]
+    pub trace: TraceCommand,
+
+    /// Log what stdtrace does to stderr; repeat for more detail.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// What stdtrace is asked to do.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Trace and report as it happens (the default).
+    Trace(TraceCommand),
+    /// Trace, and keep every record in JSON Lines files rotated by size and count.
+    Record(RecordArgs),
+    /// Read recorded files back: the same report as the live run, in wall time.
+    Report(ReportArgs),
+}
+
+/// `stdtrace [trace]`: tracing's options, and one file to keep the records in.
+#[derive(Debug, clap::Args)]
+pub struct TraceCommand {
+    #[command(flatten)]
+    pub args: TraceArgs,
+
+    /// Also write every record as JSON Lines to FILE (appended; reopened on SIGHUP, for
+    /// logrotate).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// What to trace and how to report it: the options `trace` and `record` share.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
     /// Trace this running process (all its threads, and the children it forks from now on).
     /// Repeat for more processes.
     #[arg(
@@ -80,16 +133,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
 
-    /// Log what stdtrace does to stderr; repeat for more detail.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-
-    /// The command to launch and trace, with its arguments (after `--`).
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// The command to launch and trace, with its arguments, after `--`.
+    #[arg(value_name = "CMD", last = true)]
     pub command: Vec<OsString>,
 }
 
@@ -186,7 +231,30 @@ pub struct Config {
     pub color: bool,
     pub btf: PathBuf,
     pub hook: Hook,
+    /// `-v`s given (set by `main`).
     pub verbose: u8,
+    /// Where to keep every record as well (`record --output DIR`, `--output FILE`).
+    pub recording: Option<Recording>,
+}
+
+/// A recording asked for: where, and the command line to put in each file's header.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub sink: Sink,
+    pub options: Vec<String>,
+}
+
+impl Recording {
+    /// With the command line stdtrace was started with.
+    pub fn new(sink: Sink) -> Self {
+        Self {
+            sink,
+            options: std::env::args_os()
+                .skip(1)
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect(),
+        }
+    }
 }
 
 /// Errors in what the user asked for.
@@ -206,8 +274,9 @@ pub enum ConfigError {
 
 impl Config {
     /// Checks the command line against the system: pids exist, the command can be run.
-    pub fn from_cli(
-        cli: Cli,
+    pub fn from_trace(
+        cli: TraceArgs,
+        recording: Option<Recording>,
         stdout_is_terminal: bool,
         no_color: bool,
     ) -> Result<Self, ConfigError> {
@@ -250,7 +319,8 @@ impl Config {
                 .btf
                 .unwrap_or_else(|| PathBuf::from(crate::kernel::btf::VMLINUX_BTF)),
             hook: cli.hook,
-            verbose: cli.verbose,
+            verbose: 0,
+            recording,
         })
     }
 }
@@ -304,8 +374,15 @@ fn check_executable(path: &Path, display: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("stdtrace").chain(args.iter().copied()))
+    }
+
+    /// `trace`'s options, given without a subcommand.
+    fn cli(args: &[&str]) -> Result<TraceArgs, clap::Error> {
+        let parsed = parse(args)?;
+        assert!(parsed.subcommand.is_none());
+        Ok(parsed.trace.args)
     }
 
     #[test]
@@ -352,8 +429,8 @@ mod tests {
         assert_eq!(parsed.errno.0, vec![5]);
         assert!(parsed.command.is_empty() && parsed.pids.is_empty());
 
-        let parsed = cli(&["-v", "--", "sh", "-c", "echo hi"]).unwrap();
-        assert_eq!(parsed.command, vec!["sh", "-c", "echo hi"]);
+        let parsed = parse(&["-v", "--", "sh", "-c", "echo hi"]).unwrap();
+        assert_eq!(parsed.trace.args.command, vec!["sh", "-c", "echo hi"]);
         assert_eq!(parsed.verbose, 1);
         let parsed = cli(&["--pid", "1", "--pid", "2"]).unwrap();
         assert_eq!(parsed.pids, vec![1, 2]);
@@ -365,9 +442,93 @@ mod tests {
     }
 
     #[test]
+    fn subcommands_parse_and_trace_is_the_default() {
+        let parsed = parse(&["trace", "--pid", "3", "--output", "/tmp/t.jsonl"]).unwrap();
+        let Some(Subcommand::Trace(trace)) = parsed.subcommand else {
+            panic!("trace");
+        };
+        assert_eq!(trace.args.pids, vec![3]);
+        assert_eq!(trace.output, Some(PathBuf::from("/tmp/t.jsonl")));
+        let parsed = parse(&["--output", "/tmp/t.jsonl", "-q"]).unwrap();
+        assert!(parsed.subcommand.is_none() && parsed.trace.args.quiet);
+        assert_eq!(parsed.trace.output, Some(PathBuf::from("/tmp/t.jsonl")));
+
+        let parsed = parse(&[
+            "record",
+            "-o",
+            "/var/st",
+            "--max-size",
+            "16KiB",
+            "--slow",
+            "2s",
+            "-v",
+            "--",
+            "app",
+        ])
+        .unwrap();
+        let Some(Subcommand::Record(record)) = parsed.subcommand else {
+            panic!("record");
+        };
+        assert_eq!(
+            (record.output, record.max_size, record.max_files),
+            (PathBuf::from("/var/st"), 16 * 1024, 5)
+        );
+        assert_eq!(record.trace.slow, Duration::from_secs(2));
+        assert_eq!(record.trace.command, vec!["app"]);
+        assert_eq!(parsed.verbose, 1);
+        let parsed = parse(&["record", "-o", "d"]).unwrap();
+        let Some(Subcommand::Record(record)) = parsed.subcommand else {
+            panic!("record");
+        };
+        assert_eq!(record.max_size, 100 * 1024 * 1024, "default 100MiB");
+        assert!(parse(&["record", "-o", "d", "--max-files", "0"]).is_err());
+        assert!(
+            parse(&["record", "--", "app"]).is_err(),
+            "--output is required"
+        );
+
+        let parsed = parse(&[
+            "report",
+            "a",
+            "-",
+            "--pid",
+            "4",
+            "--type",
+            "sigpipe,repeats",
+            "--since",
+            "5m",
+        ])
+        .unwrap();
+        let Some(Subcommand::Report(report)) = parsed.subcommand else {
+            panic!("report");
+        };
+        assert_eq!(report.files, vec![PathBuf::from("a"), PathBuf::from("-")]);
+        assert_eq!(report.types, vec!["sigpipe", "repeats"]);
+        assert_eq!(
+            report.since,
+            Some(TimeBound::BeforeEnd(Duration::from_secs(300)))
+        );
+        assert!(parse(&["report"]).is_err(), "a file is required");
+
+        // An unknown option is an error naming it, not the command to launch.
+        let err = parse(&["--pdi", "5"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(err.to_string().contains("'--pdi'"), "{err}");
+        let err = parse(&["--formt", "json"]).unwrap_err();
+        assert!(err.to_string().contains("'--format'"), "{err}");
+        // Options of trace and a subcommand do not mix.
+        assert!(parse(&["--pid", "1", "report", "x"]).is_err());
+    }
+
+    #[test]
     fn config_checks_pids_and_commands() {
-        let config =
-            Config::from_cli(cli(&["--", "sh", "-c", "true"]).unwrap(), false, false).unwrap();
+        let config = Config::from_trace(
+            cli(&["--", "sh", "-c", "true"]).unwrap(),
+            None,
+            false,
+            false,
+        )
+        .unwrap();
         match config.mode {
             Mode::Launch { program, argv } => {
                 assert!(program.ends_with("sh"));
@@ -376,7 +537,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let own = std::process::id().to_string();
-        let config = Config::from_cli(cli(&["--pid", &own]).unwrap(), true, false).unwrap();
+        let config = Config::from_trace(cli(&["--pid", &own]).unwrap(), None, true, false).unwrap();
         assert_eq!(
             config.mode,
             Mode::Attach {
@@ -384,23 +545,30 @@ mod tests {
             }
         );
         assert!(config.color);
-        let config = Config::from_cli(cli(&[]).unwrap(), true, true).unwrap();
+        let config = Config::from_trace(cli(&[]).unwrap(), None, true, true).unwrap();
         assert_eq!(config.mode, Mode::NodeWide);
         assert!(!config.color, "NO_COLOR turns off auto colour");
 
-        let err =
-            Config::from_cli(cli(&["--pid", "2147483000"]).unwrap(), false, false).unwrap_err();
-        assert_eq!(err.to_string(), "no process with pid 2147483000");
-        let err = Config::from_cli(cli(&["--", "no-such-command-xyz"]).unwrap(), false, false)
+        let err = Config::from_trace(cli(&["--pid", "2147483000"]).unwrap(), None, false, false)
             .unwrap_err();
+        assert_eq!(err.to_string(), "no process with pid 2147483000");
+        let err = Config::from_trace(
+            cli(&["--", "no-such-command-xyz"]).unwrap(),
+            None,
+            false,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "no-such-command-xyz: command not found");
         let plain = std::env::temp_dir().join(format!("stdtrace-plain-{}", std::process::id()));
         std::fs::write(&plain, "not a program").unwrap();
         let plain_arg = plain.to_str().unwrap();
-        let err = Config::from_cli(cli(&["--", plain_arg]).unwrap(), false, false).unwrap_err();
+        let err =
+            Config::from_trace(cli(&["--", plain_arg]).unwrap(), None, false, false).unwrap_err();
         std::fs::remove_file(&plain).unwrap();
         assert!(matches!(err, ConfigError::CommandNotExecutable(_)), "{err}");
-        let err = Config::from_cli(cli(&["--", "/tmp"]).unwrap(), false, false).unwrap_err();
+        let err =
+            Config::from_trace(cli(&["--", "/tmp"]).unwrap(), None, false, false).unwrap_err();
         assert!(matches!(err, ConfigError::CommandIsDirectory(_)), "{err}");
     }
 }

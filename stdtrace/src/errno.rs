@@ -173,6 +173,17 @@ impl serde::Serialize for Errno {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Errno {
+    /// From its name as serialized (`"EPIPE"`, or `"E250"` for one Linux does not name).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        parse(&text)
+            .or_else(|| text.strip_prefix('E').and_then(|n| n.parse().ok()))
+            .map(Errno)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown errno `{text}`")))
+    }
+}
+
 /// The name of an errno (`"EPIPE"`), or `"E<number>"` for one Linux does not name.
 pub fn name(errno: u32) -> String {
     ERRNOS

@@ -22,6 +22,7 @@ pub mod events;
 pub mod goruntime;
 pub mod kernel;
 pub mod process;
+pub mod replay;
 pub mod report;
 pub mod session;
 pub mod snapshot;

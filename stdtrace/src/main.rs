@@ -3,7 +3,10 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use stdtrace::cli::{Cli, Config};
+use stdtrace::{
+    cli::{Cli, Config, Recording, Subcommand, TraceArgs},
+    report::recording::Sink,
+};
 
 /// `stdtrace snapshot ...` until the subcommands land (the lead wires it as one).
 #[derive(Parser)]
@@ -24,11 +27,33 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) => {
-            // One line, like every other error: clap's first line without its "error: ".
+            // One line, like every other error: clap's first line without its "error: ",
+            // with its suggestions ("a similar argument exists: '--pid'").
             let text = err.to_string();
             let first = text.lines().next().unwrap_or_default();
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("stdtrace: {first} (see --help)");
+            // "the following required arguments were not provided:" lists them below.
+            let listed: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .take_while(|line| line.starts_with("  ") && !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = if first.ends_with(':') && !listed.is_empty() {
+                format!("{first} {}", listed.join(", "))
+            } else {
+                first.to_owned()
+            };
+            let tips: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("tip: "))
+                .collect();
+            let tips = if tips.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", tips.join("; "))
+            };
+            eprintln!("stdtrace: {first}{tips} (see --help)");
             return ExitCode::from(2);
         }
     };
@@ -44,7 +69,41 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-    let config = Config::from_cli(cli, std::io::stdout().is_terminal(), no_color)?;
+    let terminal = std::io::stdout().is_terminal();
+    let (args, recording) = match cli.subcommand {
+        None => (cli.trace.args, cli.trace.output.map(Sink::File)),
+        Some(Subcommand::Trace(trace)) => (trace.args, trace.output.map(Sink::File)),
+        Some(Subcommand::Record(record)) => (
+            record.trace,
+            Some(Sink::Directory {
+                dir: record.output,
+                max_size: record.max_size,
+                max_files: record.max_files,
+            }),
+        ),
+        Some(Subcommand::Report(report)) => {
+            return stdtrace::replay::run(report, terminal, no_color);
+        }
+    };
+    trace(
+        args,
+        recording.map(Recording::new),
+        cli.verbose,
+        terminal,
+        no_color,
+    )
+}
+
+/// `trace` and `record`: one tracing session.
+fn trace(
+    args: TraceArgs,
+    recording: Option<Recording>,
+    verbose: u8,
+    terminal: bool,
+    no_color: bool,
+) -> anyhow::Result<i32> {
+    let mut config = Config::from_trace(args, recording, terminal, no_color)?;
+    config.verbose = verbose;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::report::record::{BlockedState, Errno, RecordType, RepeatReport, WriteReport};
+use crate::report::record::{BlockedState, Errno, Name, RecordType, RepeatReport, WriteReport};
 
 /// How often text says again how often something repeated.
 pub const REPEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,7 +78,7 @@ impl Tally {
 struct Entry {
     pid: u32,
     comm: String,
-    syscall: &'static str,
+    syscall: Name,
     fd: i32,
     what: Repeated,
     /// For repeats counted before any report of their own: the fd of the report their call
@@ -107,7 +107,7 @@ impl Entry {
 pub struct RepeatLine {
     pub pid: u32,
     pub comm: String,
-    pub syscall: &'static str,
+    pub syscall: Name,
     pub fd: i32,
     pub what: Repeated,
     /// For repeats counted before any report of their own: the fd of the report their call
@@ -219,7 +219,7 @@ impl Repeats {
             let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
                 pid: report.pid,
                 comm: report.comm.clone(),
-                syscall: report.syscall,
+                syscall: report.syscall.clone(),
                 fd: report.fd,
                 what: Repeated::Failure(report.errno),
                 origin_fd: Some(first_fd),
@@ -262,7 +262,7 @@ impl Repeats {
                     record_type: RecordType::Repeats,
                     pid: entry.pid,
                     comm: entry.comm.clone(),
-                    syscall: entry.syscall,
+                    syscall: entry.syscall.clone(),
                     fd: entry.fd,
                     errno,
                     site: *site,
@@ -292,7 +292,7 @@ impl Repeats {
             lines.push(RepeatLine {
                 pid: entry.pid,
                 comm: entry.comm.clone(),
-                syscall: entry.syscall,
+                syscall: entry.syscall.clone(),
                 fd: entry.fd,
                 what: entry.what,
                 origin_fd: entry.origin_fd,
@@ -316,7 +316,7 @@ fn new_entry(
     Entry {
         pid: report.pid,
         comm: report.comm.clone(),
-        syscall: report.syscall,
+        syscall: report.syscall.clone(),
         fd: report.fd,
         what,
         origin_fd,

@@ -354,7 +354,7 @@ mod tests {
         write.go = go.then(|| GoReport {
             goid: Some(7),
             version: "go1.25.5".to_owned(),
-            status: Some("syscall"),
+            status: Some("syscall".into()),
             parent_goid: Some(1),
             created_by: None,
             system_stack: false,

@@ -371,7 +371,7 @@ impl Capture {
             .filter(|_| runtime.runtime != Some(Runtime::Containerd));
         let sends_to = role::sinks(&root, peer.pid, only);
         peer.runtime = Some(RuntimeRole {
-            role: runtime.role,
+            role: runtime.role.into(),
             serves: serves.as_deref().cloned(),
             sends_to,
         });

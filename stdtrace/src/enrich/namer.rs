@@ -66,7 +66,7 @@ impl Namer {
             tid: event.tid,
             comm: event.comm,
             container: captured.container.as_deref().cloned(),
-            syscall: event.syscall.name(),
+            syscall: event.syscall.name().into(),
             fd: event.fd,
             errno: event.outcome.errno().map(crate::errno::Errno),
             state: event.outcome.blocked_state(),
@@ -133,7 +133,7 @@ impl Namer {
             return report;
         }
         report.goid = Some(goroutine.goid);
-        report.status = Some(status_name(goroutine.status));
+        report.status = Some(status_name(goroutine.status).into());
         report.system_stack = goroutine.flags & go_flags::ON_SYSTEM_STACK != 0;
         report.parent_goid = (goroutine.parent_goid != 0).then_some(goroutine.parent_goid);
         if goroutine.gopc != 0

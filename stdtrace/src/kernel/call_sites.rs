@@ -169,7 +169,9 @@ impl CallPaths {
                 record_type: RecordType::Repeats,
                 pid: key.tgid,
                 comm: comm(key.tgid),
-                syscall: WriteSyscall::from_raw(key.syscall).map_or("write", WriteSyscall::name),
+                syscall: WriteSyscall::from_raw(key.syscall)
+                    .map_or("write", WriteSyscall::name)
+                    .into(),
                 fd: key.fd,
                 errno: Errno(key.errno),
                 site: key.site,

@@ -128,7 +128,7 @@ pub fn of_thread(pid: u32, tid: u32, fds: &[i32]) -> Option<Activity> {
         _ => (None, false, false),
     };
     Some(Activity {
-        state: state_name(state),
+        state: state_name(state).into(),
         wchan,
         syscall,
         reading,

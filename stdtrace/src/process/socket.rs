@@ -36,9 +36,9 @@ pub fn describe(pid: u32, inode: u64) -> Option<SocketInfo> {
             .map(|entry| entry.inode)
             .filter(|inode| *inode != 0);
         return Some(SocketInfo {
-            family,
+            family: family.into(),
             socket_type: None,
-            state: Some(tcp_state(found.state)).filter(|_| family.starts_with("tcp")),
+            state: Some(tcp_state(found.state).into()).filter(|_| family.starts_with("tcp")),
             local: Some(found.local.clone()),
             remote: Some(found.remote.clone()),
             peer_inode,
@@ -47,7 +47,7 @@ pub fn describe(pid: u32, inode: u64) -> Option<SocketInfo> {
         });
     }
     Some(SocketInfo {
-        family: "other",
+        family: "other".into(),
         ..SocketInfo::default()
     })
 }
@@ -215,19 +215,25 @@ fn parse_unix_diag(reply: &[u8], inode: u32) -> Option<SocketInfo> {
         return None;
     }
     let mut info = SocketInfo {
-        family: "unix",
-        socket_type: Some(match body[1] as i32 {
-            libc::SOCK_STREAM => "stream",
-            libc::SOCK_DGRAM => "dgram",
-            libc::SOCK_SEQPACKET => "seqpacket",
-            _ => "other",
-        }),
-        state: Some(match body[2] {
-            1 => "established",
-            7 => "unconnected",
-            10 => "listen",
-            _ => "unknown",
-        }),
+        family: "unix".into(),
+        socket_type: Some(
+            match body[1] as i32 {
+                libc::SOCK_STREAM => "stream",
+                libc::SOCK_DGRAM => "dgram",
+                libc::SOCK_SEQPACKET => "seqpacket",
+                _ => "other",
+            }
+            .into(),
+        ),
+        state: Some(
+            match body[2] {
+                1 => "established",
+                7 => "unconnected",
+                10 => "listen",
+                _ => "unknown",
+            }
+            .into(),
+        ),
         ..SocketInfo::default()
     };
     // Attributes (struct rtattr: len, type, then the value, 4-byte aligned).
@@ -307,8 +313,8 @@ mod tests {
         };
         let info = describe(std::process::id(), inode(&ours)).unwrap();
         assert_eq!(info.family, "unix");
-        assert_eq!(info.socket_type, Some("stream"));
-        assert_eq!(info.state, Some("established"));
+        assert_eq!(info.socket_type.as_deref(), Some("stream"));
+        assert_eq!(info.state.as_deref(), Some("established"));
         assert_eq!(info.peer_inode, Some(inode(&theirs)));
         assert!(info.send_queue.unwrap() >= 1000, "{info:?}");
         let theirs_info = describe(std::process::id(), inode(&theirs)).unwrap();
@@ -329,7 +335,7 @@ mod tests {
         };
         let info = describe(std::process::id(), inode(client.as_raw_fd())).unwrap();
         assert_eq!(info.family, "tcp");
-        assert_eq!(info.state, Some("established"));
+        assert_eq!(info.state.as_deref(), Some("established"));
         assert_eq!(
             info.remote.as_deref(),
             Some(listener.local_addr().unwrap().to_string().as_str())

@@ -19,6 +19,23 @@ impl Clock {
         }
     }
 
+    /// The clock a recording's header gives: wall-clock minus monotonic nanoseconds.
+    pub fn from_offset(wall_minus_monotonic_ns: i64) -> Self {
+        Self {
+            wall_minus_monotonic: i128::from(wall_minus_monotonic_ns),
+        }
+    }
+
+    /// Wall-clock minus monotonic nanoseconds, as a header records it.
+    pub fn wall_minus_monotonic_ns(&self) -> i64 {
+        i64::try_from(self.wall_minus_monotonic).unwrap_or(0)
+    }
+
+    /// Wall-clock nanoseconds since the epoch of a CLOCK_MONOTONIC timestamp.
+    pub fn wall_ns(&self, monotonic_ns: u64) -> i128 {
+        monotonic_ns as i128 + self.wall_minus_monotonic
+    }
+
     /// `HH:MM:SS.mmm` in local time.
     pub fn format(&self, monotonic_ns: u64) -> String {
         let wall_ns = monotonic_ns as i128 + self.wall_minus_monotonic;

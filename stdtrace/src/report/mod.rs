@@ -7,14 +7,21 @@
 mod clock;
 mod json;
 pub mod record;
+pub mod recording;
+pub mod story;
 mod style;
 mod text;
 
 use std::io::{self, Write};
 
-pub use self::{clock::Clock, json::JsonOutput, text::TextOutput};
+use self::recording::Recording;
+pub use self::{
+    clock::Clock,
+    json::JsonOutput,
+    text::{TextOutput, describe_target},
+};
 use crate::aggregate::repeats::{Repeats, Seen};
-use record::{SigpipeReport, Summary, WriteReport};
+use record::{RepeatReport, SigpipeReport, Summary, WriteReport};
 
 /// Where reports go.
 pub enum Output {
@@ -23,6 +30,11 @@ pub enum Output {
     Json {
         json: JsonOutput,
         quiet: bool,
+    },
+    /// What is shown, and every record as JSON would print it kept in a recording as well.
+    Recorded {
+        shown: Box<Output>,
+        recording: Recording,
     },
 }
 
@@ -36,6 +48,12 @@ impl Output {
             Output::Json { quiet: true, .. } => Ok(()),
             Output::Json { .. } if seen == Seen::SamePath => Ok(()),
             Output::Json { json, .. } => json.record(report),
+            Output::Recorded { shown, recording } => {
+                if seen != Seen::SamePath {
+                    recording.record(report);
+                }
+                shown.write(report, seen)
+            }
         }
     }
 
@@ -44,19 +62,23 @@ impl Output {
         match self {
             Output::Text(text) => text.repeats(repeats, false),
             Output::Json { json, .. } => json.flush(),
+            Output::Recorded { shown, .. } => shown.tick(repeats),
         }
     }
 
     /// JSON's `repeats` records whose counts changed (text says them on its ticks).
     pub fn repeats(&mut self, repeats: &mut Repeats) -> io::Result<()> {
+        let changed = repeats.take_changed();
+        self.changed_repeats(&changed)
+    }
+
+    fn changed_repeats(&mut self, changed: &[RepeatReport]) -> io::Result<()> {
         match self {
-            Output::Text(_) => Ok(()),
-            Output::Json { json, quiet } => {
-                let changed = repeats.take_changed();
-                if *quiet {
-                    return Ok(());
-                }
-                changed.iter().try_for_each(|report| json.record(report))
+            Output::Text(_) | Output::Json { quiet: true, .. } => Ok(()),
+            Output::Json { json, .. } => changed.iter().try_for_each(|report| json.record(report)),
+            Output::Recorded { shown, recording } => {
+                changed.iter().for_each(|report| recording.record(report));
+                shown.changed_repeats(changed)
             }
         }
     }
@@ -66,6 +88,17 @@ impl Output {
             Output::Text(text) => text.sigpipe(report),
             Output::Json { quiet: true, .. } => Ok(()),
             Output::Json { json, .. } => json.record(report),
+            Output::Recorded { shown, recording } => {
+                recording.record(report);
+                shown.sigpipe(report)
+            }
+        }
+    }
+
+    /// The summary so far, for a recording to end a file with when it rotates.
+    pub fn summary_so_far(&mut self, summary: &Summary) {
+        if let Output::Recorded { recording, .. } = self {
+            recording.summary_so_far(summary);
         }
     }
 
@@ -77,6 +110,12 @@ impl Output {
                 text.summary(summary)
             }
             Output::Json { json, .. } => json.record(summary),
+            Output::Recorded { shown, recording } => {
+                // The recording first: the summary shown says what it could not keep.
+                let mut summary = summary.clone();
+                recording.finish(&mut summary);
+                shown.summary(&summary, repeats)
+            }
         }
     }
 
@@ -84,6 +123,7 @@ impl Output {
         match self {
             Output::Text(text) => text.flush(),
             Output::Json { json, .. } => json.flush(),
+            Output::Recorded { shown, .. } => shown.flush(),
         }
     }
 }

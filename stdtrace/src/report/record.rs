@@ -6,7 +6,9 @@
 //! types, blocked states and SIGPIPE fates are enums that serialize to the documented strings;
 //! an errno keeps its number (for its description) and serializes as its name.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 mod container;
 mod snapshot;
@@ -17,8 +19,12 @@ pub use self::{
 };
 pub use crate::errno::Errno;
 
+/// A name that is usually one of a known few (a syscall, a state), owned when read back from
+/// a recording.
+pub type Name = Cow<'static, str>;
+
 /// The `type` of a record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordType {
     /// A write that failed with a watched errno.
@@ -29,12 +35,14 @@ pub enum RecordType {
     Repeats,
     /// A SIGPIPE and its fate.
     Sigpipe,
-    /// The last line of every run.
+    /// The last line of every run (and of every recorded file: the summary so far).
     Summary,
     /// One goroutine of a `snapshot --goroutines` dump.
     Goroutine,
     /// The last line of a snapshot.
     SnapshotSummary,
+    /// The first line of every recorded file.
+    Header,
 }
 
 impl RecordType {
@@ -48,12 +56,13 @@ impl RecordType {
             RecordType::Summary => "summary",
             RecordType::Goroutine => "goroutine",
             RecordType::SnapshotSummary => "snapshot_summary",
+            RecordType::Header => "header",
         }
     }
 }
 
 /// How a blocked write stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockedState {
     /// It returned after blocking at least `--slow`.
@@ -67,7 +76,7 @@ pub enum BlockedState {
 }
 
 /// What became of a process that got SIGPIPE.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fate {
     /// The default action: the exit status says SIGPIPE killed it.
@@ -83,7 +92,7 @@ pub enum Fate {
 }
 
 /// One frame of a stack, as reported.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameReport {
     /// Runtime address, `0x`-prefixed hex: the pc for the first frame, the return address for
     /// the others.
@@ -104,7 +113,7 @@ pub struct FrameReport {
 }
 
 /// Where a goroutine was created: the `go` statement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedBy {
     pub function: Option<String>,
     pub file: Option<String>,
@@ -112,7 +121,7 @@ pub struct CreatedBy {
 }
 
 /// `"go":{...}`: the goroutine behind an event in a Go process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoReport {
     /// The goroutine id, as `runtime.Stack` and panics print it; `null` when it could not be
     /// read with certainty (`unknown` says why).
@@ -121,7 +130,7 @@ pub struct GoReport {
     pub version: String,
     /// `running`, `syscall`, `waiting`, ... (`g.atomicstatus`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<&'static str>,
+    pub status: Option<Name>,
     /// The goroutine that created this one (Go 1.21+).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_goid: Option<u64>,
@@ -129,7 +138,7 @@ pub struct GoReport {
     pub created_by: Option<CreatedBy>,
     /// The thread was on its system stack (running C code called through cgo, or the
     /// runtime) on behalf of the goroutine.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub system_stack: bool,
     /// Why the goroutine is not known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,7 +150,7 @@ pub struct GoReport {
 
 /// `{"type":"write_error",...}`: a write that failed with a watched errno; and
 /// `{"type":"blocked_write",...}`: a write that blocked (slow, stuck, resumed, parked).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
@@ -153,7 +162,7 @@ pub struct WriteReport {
     /// The container the writer runs in; absent for a process outside containers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
-    pub syscall: &'static str,
+    pub syscall: Name,
     pub fd: i32,
     /// For a `write_error`: the errno it failed with.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -171,7 +180,7 @@ pub struct WriteReport {
     /// Bytes the caller asked to write; `null` if they could not be read.
     pub count: Option<u64>,
     /// `count` is a lower bound (a vectored write with many iovecs).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub count_partial: bool,
     pub target: FdTarget,
     pub stack: Vec<FrameReport>,
@@ -192,24 +201,24 @@ pub struct WriteReport {
 }
 
 /// Failed writes of one (process, fd, errno, syscall).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Total {
     pub pid: u32,
     pub comm: String,
     pub fd: i32,
     pub errno: Errno,
-    pub syscall: &'static str,
+    pub syscall: Name,
     /// How many writes failed this way: exact, counted in the kernel.
     pub failures: u64,
 }
 
 /// A write still stuck when tracing stopped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StuckWrite {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
-    pub syscall: &'static str,
+    pub syscall: Name,
     pub fd: i32,
     /// How long it has been blocked, in milliseconds.
     pub duration_ms: u64,
@@ -222,7 +231,7 @@ pub struct StuckWrite {
 }
 
 /// How a launched command ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandOutcome {
     pub pid: u32,
     /// Its exit code, or `128 + signal` if a signal killed it (what a shell shows in `$?`).
@@ -232,7 +241,8 @@ pub struct CommandOutcome {
 }
 
 /// Counters of what the kernel programs could not do, for diagnosis.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct KernelCounters {
     pub registers_unreadable: u64,
     pub fd_unreadable: u64,
@@ -254,14 +264,14 @@ pub struct KernelCounters {
 }
 
 /// `{"type":"summary",...}`: the last line of every run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     #[serde(rename = "type")]
     pub record_type: RecordType,
     /// How long tracing ran, in milliseconds.
     pub duration_ms: u64,
     /// Why tracing stopped.
-    pub stopped: &'static str,
+    pub stopped: Name,
     /// Failed writes matched in the kernel (exact, including those whose event was dropped).
     pub failed_writes: u64,
     /// Failed writes that reached stdtrace and were reported.
@@ -283,17 +293,54 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandOutcome>,
     pub kernel: KernelCounters,
+    /// When recording (`record`, `--output`): records the recording could not keep (its queue
+    /// was full, or the disk failed them); they were still shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_records_dropped: Option<u64>,
+}
+
+/// The version of the recording format this stdtrace writes and reads; a recording from a
+/// newer format is refused (new fields and record types keep the version).
+pub const RECORDING_SCHEMA: u32 = 1;
+
+/// `{"type":"header",...}`: the first line of every recorded file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    #[serde(rename = "type")]
+    pub record_type: RecordType,
+    /// [`RECORDING_SCHEMA`] of the stdtrace that wrote it.
+    pub schema: u32,
+    /// The version of the stdtrace that wrote it.
+    pub stdtrace: String,
+    /// The recording this file belongs to (its files share it) and its place in it, from 0.
+    pub recording: String,
+    pub file: u32,
+    /// `uname -r`.
+    pub kernel: String,
+    /// The node (`NODE_NAME`, else the host name) and the host name.
+    pub node: String,
+    pub host: String,
+    /// `/proc/sys/kernel/random/boot_id`: CLOCK_MONOTONIC times are only comparable within
+    /// one boot.
+    pub boot_id: String,
+    /// The command line, after `stdtrace`.
+    pub options: Vec<String>,
+    /// Wall-clock nanoseconds since the epoch minus CLOCK_MONOTONIC nanoseconds: add it to a
+    /// `ts_ns` for wall time.
+    pub wall_minus_monotonic_ns: i64,
+    /// When the file was started (CLOCK_MONOTONIC nanoseconds).
+    pub ts_ns: u64,
 }
 
 /// `{"type":"repeats",...}`: failed writes counted in the kernel at a call site already
 /// reported, since its first report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepeatReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
     pub pid: u32,
     pub comm: String,
-    pub syscall: &'static str,
+    pub syscall: Name,
     pub fd: i32,
     pub errno: Errno,
     /// The call site: the `site` of the `write_error` whose stack these repeat.
@@ -305,14 +352,14 @@ pub struct RepeatReport {
 }
 
 /// Who sent a SIGPIPE that no write raised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SenderReport {
     pub pid: u32,
     pub comm: String,
 }
 
 /// `{"type":"sigpipe",...}`
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigpipeReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
@@ -353,7 +400,7 @@ pub struct SigpipeReport {
 }
 
 /// What kind of thing an fd points at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     Pipe,
@@ -367,7 +414,7 @@ pub enum TargetKind {
 }
 
 /// A process holding one end of what an fd points at.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     pub pid: u32,
     pub comm: String,
@@ -386,7 +433,7 @@ pub struct Peer {
 }
 
 /// The process that held a pipe's read end last and let it go, as the kernel remembered it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastReader {
     pub pid: u32,
     pub comm: String,
@@ -401,7 +448,7 @@ pub struct LastReader {
 }
 
 /// What an fd points at, for reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdTarget {
     pub kind: TargetKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -447,16 +494,16 @@ pub struct FdTarget {
 }
 
 /// A socket, described.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketInfo {
     /// `unix`, `tcp`, `tcp6`, `udp`, `udp6`, or `other`.
-    pub family: &'static str,
+    pub family: Name,
     /// For a unix socket: `stream`, `dgram` or `seqpacket`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket_type: Option<&'static str>,
+    pub socket_type: Option<Name>,
     /// `established`, `listen`, `close-wait`, ...
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<&'static str>,
+    pub state: Option<Name>,
     /// The local address (`127.0.0.1:8080`), or a unix socket's path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local: Option<String>,
@@ -477,10 +524,10 @@ pub struct SocketInfo {
 }
 
 /// What a process is doing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
     /// `running`, `sleeping`, `disk-sleep`, `stopped`, `zombie`, ...
-    pub state: &'static str,
+    pub state: Name,
     /// The kernel function it sleeps in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wchan: Option<String>,
@@ -521,7 +568,7 @@ pub mod samples {
             tid: 812,
             comm: "writer".into(),
             container: None,
-            syscall: "write",
+            syscall: "write".into(),
             fd: 4,
             errno: Some(Errno::EPIPE),
             state: None,

@@ -34,6 +34,11 @@ impl TextOutput {
         }
     }
 
+    /// Times from now on are shown with `clock` (`report`: each recorded file's own).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
     /// Reports a failed or blocked write as a block (repeats of it are counted in
     /// `aggregate::repeats` and said by [`TextOutput::repeats`]).
     pub fn write(&mut self, report: &WriteReport) -> io::Result<()> {
@@ -308,6 +313,11 @@ impl TextOutput {
             };
             text.push_str(&format!("  command: pid {} {how}\n", command.pid));
         }
+        if let Some(dropped) = summary.output_records_dropped.filter(|&n| n > 0) {
+            text.push_str(&format!(
+                "  recording: {dropped} records could not be kept (the disk was too slow, or failed)\n"
+            ));
+        }
         self.out.write_all(text.as_bytes())?;
         self.out.flush()
     }
@@ -360,9 +370,9 @@ fn render_frame(style: Style, frame: &FrameReport) -> String {
 
 /// `(unix stream, established, peer socket:[40214], 212992 bytes unsent)`
 fn describe_socket(socket: &SocketInfo) -> String {
-    let mut parts = vec![socket.family.to_owned()];
-    parts.extend(socket.socket_type.map(str::to_owned));
-    parts.extend(socket.state.map(str::to_owned));
+    let mut parts = vec![socket.family.to_string()];
+    parts.extend(socket.socket_type.as_deref().map(str::to_owned));
+    parts.extend(socket.state.as_deref().map(str::to_owned));
     if let (Some(local), Some(remote)) = (&socket.local, &socket.remote) {
         parts.push(format!("{} -> {}", sanitize(local), sanitize(remote)));
     } else if let Some(local) = &socket.local {
@@ -490,7 +500,7 @@ fn describe_goroutine(go: &GoReport) -> String {
         Some(goid) => text.push_str(&format!(", goroutine {goid}")),
         None => text.push_str(", goroutine unknown"),
     }
-    if let Some(status) = go.status {
+    if let Some(status) = &go.status {
         text.push_str(&format!(" ({status}"));
         if go.system_stack {
             text.push_str(", on the system stack");

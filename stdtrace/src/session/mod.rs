@@ -10,6 +10,10 @@ pub mod summary;
 use std::{
     collections::HashMap,
     io::{self, Write},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -38,7 +42,10 @@ use crate::{
         privileges, tracefs,
     },
     process::{perf_mmap::MmapWatch, status},
-    report::{Clock, JsonOutput, Output, TextOutput},
+    report::{
+        Clock, JsonOutput, Output, TextOutput,
+        recording::{Recording, header},
+    },
 };
 
 /// How often text output reports repeats and the event loop checks its deadlines.
@@ -161,6 +168,8 @@ pub async fn run(config: Config) -> Result<i32> {
             log::info!("{found} writes were already blocked when tracing started");
         }
     }
+    // Opened before the command runs: a recording that cannot be written is an error at once.
+    let (output, reopen) = make_output(&config)?;
     let started = Instant::now();
     announce(&config, held.as_ref().map(HeldChild::pid));
 
@@ -183,7 +192,7 @@ pub async fn run(config: Config) -> Result<i32> {
     };
     let (learned_sender, learned) = std::sync::mpsc::channel();
     let mut session = Session {
-        reporter: Reporter::spawn(make_output(&config), learned_sender)?,
+        reporter: Reporter::spawn(output, learned_sender)?,
         call_paths,
         learned,
         ticks: 0,
@@ -197,6 +206,10 @@ pub async fn run(config: Config) -> Result<i32> {
         regs_layout,
         comms: HashMap::new(),
     };
+    if reopen.is_some() {
+        // A file that rotates before the first second is over ends with this one.
+        summary_so_far(&mut session, started);
+    }
     // SAFETY: the ring buffer owns its map descriptor, which stays open and unchanged for as
     // long as the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -204,6 +217,11 @@ pub async fn run(config: Config) -> Result<i32> {
         .context("watching the ring buffer")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    // SIGHUP reopens the recording (logrotate); without one it keeps its default action.
+    let mut hangup = match &reopen {
+        Some(_) => Some(signal(SignalKind::hangup()).context("handling SIGHUP")?),
+        None => None,
+    };
     let deadline = config
         .duration
         .map(|duration| tokio::time::Instant::now() + duration);
@@ -238,6 +256,11 @@ pub async fn run(config: Config) -> Result<i32> {
                     }
                 }
             }
+            _ = optional(hangup.as_mut().map(|hangup| hangup.recv())) => {
+                if let Some(reopen) = &reopen {
+                    reopen.store(true, Ordering::Relaxed);
+                }
+            }
             _ = interrupt.recv() => break Stop::Interrupted,
             _ = terminate.recv() => break Stop::Terminated,
             _ = optional(deadline.map(tokio::time::sleep_until)) => break Stop::Duration,
@@ -246,6 +269,9 @@ pub async fn run(config: Config) -> Result<i32> {
                 session.ticks += 1;
                 if session.ticks.is_multiple_of(REPEATS_EVERY_TICKS) {
                     session.report_repeats();
+                    if reopen.is_some() {
+                        summary_so_far(&mut session, started);
+                    }
                 }
                 session.report_stuck();
                 session.report_parked();
@@ -287,6 +313,24 @@ pub async fn run(config: Config) -> Result<i32> {
     })
 }
 
+/// Sends the reporter the summary so far, for a recorded file to end with when it rotates.
+fn summary_so_far(session: &mut Session, started: Instant) {
+    let still_stuck = session.still_stuck();
+    let so_far = Ending::read(
+        &session.tracer,
+        session.call_paths.as_ref(),
+        still_stuck,
+        session.comms.clone(),
+        (Stop::StillTracing, started.elapsed(), None),
+    );
+    match so_far {
+        Ok(ending) => session
+            .reporter
+            .send(ToReporter::Progress(Box::new(ending))),
+        Err(err) => log::debug!("reading the summary so far: {err}"),
+    }
+}
+
 /// Awaits `future` if there is one; otherwise never completes (a disabled `select!` branch).
 async fn optional<F: std::future::Future>(future: Option<F>) -> F::Output {
     match future {
@@ -320,18 +364,30 @@ fn announce(config: &Config, launched: Option<u32>) {
     );
 }
 
-fn make_output(config: &Config) -> Output {
+/// The output on stdout, and the recording (with its SIGHUP flag) if one was asked for.
+fn make_output(config: &Config) -> Result<(Output, Option<Arc<AtomicBool>>)> {
     let stdout: Box<dyn Write + Send> = Box::new(io::BufWriter::new(io::stdout()));
-    match config.format {
-        Format::Text => Output::Text(TextOutput::new(
-            stdout,
-            config.color,
-            config.quiet,
-            Clock::now(),
-        )),
+    let clock = Clock::now();
+    let shown = match config.format {
+        Format::Text => Output::Text(TextOutput::new(stdout, config.color, config.quiet, clock)),
         Format::Json => Output::Json {
             json: JsonOutput::new(stdout),
             quiet: config.quiet,
         },
-    }
+    };
+    let Some(asked) = &config.recording else {
+        return Ok((shown, None));
+    };
+    let recording = Recording::start(
+        asked.sink.clone(),
+        header::header(asked.options.clone(), clock),
+    )?;
+    let reopen = recording.reopen_flag();
+    Ok((
+        Output::Recorded {
+            shown: Box::new(shown),
+            recording,
+        },
+        Some(reopen),
+    ))
 }

@@ -47,6 +47,8 @@ pub enum ToReporter {
     Tick,
     /// Counts of repeated failures that changed.
     Repeats(Vec<RepeatReport>),
+    /// The kernel's side of the summary so far, for a recording's files to end with.
+    Progress(Box<Ending>),
     /// Print the summary and stop.
     Finish(Box<Ending>),
 }
@@ -147,6 +149,16 @@ impl Telling {
         }
     }
 
+    /// What was told so far, for the summary.
+    fn told(&self) -> Told<'_> {
+        Told {
+            reported: self.reported,
+            blocked: self.blocked_reported,
+            folded: self.repeats.folded_total(),
+            sigpipes: &self.sigpipes,
+        }
+    }
+
     /// Handles messages until `Finish` (or until the session is gone).
     pub fn run(mut self, receiver: Receiver<ToReporter>) {
         for message in receiver {
@@ -216,6 +228,10 @@ impl Telling {
                     self.check(result);
                 }
             }
+            ToReporter::Progress(ending) => {
+                let summary = summary::build(*ending, self.told());
+                self.output.summary_so_far(&summary);
+            }
             ToReporter::Finish(ending) => {
                 if self.open() {
                     let result = self.output.repeats(&mut self.repeats);
@@ -223,15 +239,7 @@ impl Telling {
                 }
                 let told = self.sigpipes.tick();
                 self.tell(told);
-                let summary = summary::build(
-                    *ending,
-                    Told {
-                        reported: self.reported,
-                        blocked: self.blocked_reported,
-                        folded: self.repeats.folded_total(),
-                        sigpipes: &self.sigpipes,
-                    },
-                );
+                let summary = summary::build(*ending, self.told());
                 if self.open() {
                     let result = self.output.summary(&summary, &mut self.repeats);
                     self.check(result);

@@ -29,6 +29,8 @@ pub enum Stop {
     Interrupted,
     Terminated,
     OutputClosed,
+    /// Not stopped: the summary so far, that ends a recorded file when it rotates.
+    StillTracing,
 }
 
 impl Stop {
@@ -40,6 +42,7 @@ impl Stop {
             Stop::Interrupted => "interrupted",
             Stop::Terminated => "terminated",
             Stop::OutputClosed => "the output was closed",
+            Stop::StillTracing => "still tracing",
         }
     }
 }
@@ -138,13 +141,14 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
                 comm: comm(key.tgid),
                 fd: key.fd,
                 errno: Errno(key.errno),
-                syscall: syscall.name(),
+                syscall: syscall.name().into(),
                 failures,
             })
         })
         .collect();
-    totals
-        .sort_by(|a, b| (a.pid, a.fd, a.errno, a.syscall).cmp(&(b.pid, b.fd, b.errno, b.syscall)));
+    totals.sort_by(|a, b| {
+        (a.pid, a.fd, a.errno, &a.syscall).cmp(&(b.pid, b.fd, b.errno, &b.syscall))
+    });
     // With EPIPE watched, the kernel counts SIGPIPEs raised by writes as the failed writes'
     // EPIPE tallies (each such write raises one).
     let mut sigpipe_counts = ending.sigpipe_counts.clone();
@@ -155,7 +159,7 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
     Summary {
         record_type: RecordType::Summary,
         duration_ms: ending.elapsed.as_millis() as u64,
-        stopped: ending.stop.describe(),
+        stopped: ending.stop.describe().into(),
         failed_writes: counters[counter::MATCHED as usize],
         reported: told.reported,
         dropped: counters[counter::RINGBUF_FULL as usize],
@@ -185,6 +189,8 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
             sites_full: counters[counter::SITES_FULL as usize],
             parked_full: counters[counter::PARKED_FULL as usize],
         },
+        // The recording fills it in when it has written everything before the summary.
+        output_records_dropped: None,
     }
 }
 
@@ -203,8 +209,8 @@ pub fn still_stuck(slots: &dyn SlotTable, stuck_ns: u64) -> Vec<StuckWrite> {
                 tid: write.tid,
                 comm: status::comm_from_bytes(&write.comm),
                 syscall: WriteSyscall::from_raw(write.syscall)
-                    .map(WriteSyscall::name)
-                    .unwrap_or("write"),
+                    .map_or("write", WriteSyscall::name)
+                    .into(),
                 fd: write.fd,
                 duration_ms: blocked.blocked_ns(now) / 1_000_000,
                 goid: write.go.certain_goid(),

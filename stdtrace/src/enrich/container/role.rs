@@ -162,7 +162,11 @@ pub fn sinks(root: &Path, pid: u32, container_id: Option<&str>) -> Vec<OutputSin
         } else {
             continue;
         };
-        sinks.push(OutputSink { kind, path, fd });
+        sinks.push(OutputSink {
+            kind: kind.into(),
+            path,
+            fd,
+        });
     }
     sinks.sort_by_key(|sink| sink.fd);
     sinks

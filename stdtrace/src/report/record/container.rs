@@ -2,10 +2,10 @@
 //! runtime. Part of [`super`] (every serialized record lives under `report::record`), in a file
 //! of its own so that the record module stays readable in one sitting.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The container runtime that manages a container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Runtime {
     Containerd,
@@ -28,7 +28,7 @@ impl Runtime {
 }
 
 /// The Kubernetes pod a container belongs to.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pod {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -46,7 +46,7 @@ impl Pod {
 
 /// `"container":{...}`: the container a process runs in. Fields that could not be found out
 /// are absent, and `unknown` says why.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     /// The runtime's container id: 64 hex digits, or the name `ctr run` was given.
     pub id: String,
@@ -72,11 +72,11 @@ pub struct Container {
 
 /// What a container runtime process does for a container: set on a reader or writer that is
 /// conmon, a containerd shim, containerd or dockerd.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeRole {
     /// `container log reader` (conmon, a shim: they drain the container's stdout and
     /// stderr), `container runtime daemon` (containerd, dockerd).
-    pub role: &'static str,
+    pub role: super::Name,
     /// The container whose stdio it serves, when its command line says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serves: Option<Container>,
@@ -87,10 +87,10 @@ pub struct RuntimeRole {
 }
 
 /// A place a runtime process sends a container's output to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputSink {
     /// `file`, `fifo` or `socket`.
-    pub kind: &'static str,
+    pub kind: super::Name,
     pub path: String,
     /// The runtime process's fd.
     pub fd: i32,

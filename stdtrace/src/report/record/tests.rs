@@ -63,7 +63,7 @@ fn summary_schema() {
     let summary = Summary {
         record_type: RecordType::Summary,
         duration_ms: 1203,
-        stopped: "the command exited",
+        stopped: "the command exited".into(),
         failed_writes: 11,
         reported: 8,
         dropped: 0,
@@ -73,7 +73,7 @@ fn summary_schema() {
             comm: "writer".into(),
             fd: 4,
             errno: Errno::EPIPE,
-            syscall: "write",
+            syscall: "write".into(),
             failures: 5,
         }],
         blocked_writes: 1,
@@ -81,7 +81,7 @@ fn summary_schema() {
             pid: 9,
             tid: 10,
             comm: "app".into(),
-            syscall: "write",
+            syscall: "write".into(),
             fd: 1,
             duration_ms: 42000,
             goid: Some(17),
@@ -94,7 +94,20 @@ fn summary_schema() {
             signal: Some(13),
         }),
         kernel: KernelCounters::default(),
+        output_records_dropped: None,
     };
+    let read_back: Summary =
+        serde_json::from_value(serde_json::to_value(&summary).unwrap()).unwrap();
+    assert_eq!(read_back, summary, "read back as written");
+    let recorded = Summary {
+        output_records_dropped: Some(3),
+        ..summary.clone()
+    };
+    assert_eq!(
+        serde_json::to_value(&recorded).unwrap()["output_records_dropped"],
+        3,
+        "a new field, when recording"
+    );
     assert_eq!(
         serde_json::to_value(summary).unwrap(),
         json!({
@@ -113,6 +126,49 @@ fn summary_schema() {
                        "sites_full": 0, "parked_full": 0}
         })
     );
+}
+
+/// What the schema serializes reads back as the same records: `report` reads recordings.
+#[test]
+fn records_read_back_as_written() {
+    let report = write_error();
+    let text = serde_json::to_string(&report).unwrap();
+    let read_back: WriteReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(read_back, report);
+    assert_eq!(serde_json::to_string(&read_back).unwrap(), text);
+    let sample = samples::report();
+    let read_back: WriteReport =
+        serde_json::from_str(&serde_json::to_string(&sample).unwrap()).unwrap();
+    assert_eq!(read_back, sample);
+}
+
+#[test]
+fn header_schema() {
+    let header = Header {
+        record_type: RecordType::Header,
+        schema: RECORDING_SCHEMA,
+        stdtrace: "0.1.0".into(),
+        recording: "1764600000-4242".into(),
+        file: 2,
+        kernel: "6.18.0".into(),
+        node: "node-1".into(),
+        host: "vm".into(),
+        boot_id: "0b9e".into(),
+        options: vec!["record".into(), "--output".into(), "/var/log/st".into()],
+        wall_minus_monotonic_ns: 1_764_000_000_000_000_000,
+        ts_ns: 5,
+    };
+    let value = serde_json::to_value(&header).unwrap();
+    assert_eq!(
+        value,
+        json!({
+            "type": "header", "schema": 1, "stdtrace": "0.1.0", "recording": "1764600000-4242",
+            "file": 2, "kernel": "6.18.0", "node": "node-1", "host": "vm", "boot_id": "0b9e",
+            "options": ["record", "--output", "/var/log/st"],
+            "wall_minus_monotonic_ns": 1_764_000_000_000_000_000_i64, "ts_ns": 5
+        })
+    );
+    assert_eq!(serde_json::from_value::<Header>(value).unwrap(), header);
 }
 
 /// A writer in a container, read by its conmon: the `container` object and the runtime
@@ -142,13 +198,13 @@ fn container_and_role_schema() {
         activity: None,
         container: None,
         runtime: Some(RuntimeRole {
-            role: "container log reader",
+            role: "container log reader".into(),
             serves: Some(Container {
                 id: app.id.clone(),
                 ..Container::default()
             }),
             sends_to: vec![OutputSink {
-                kind: "file",
+                kind: "file".into(),
                 path: "/ctr.log".into(),
                 fd: 6,
             }],

@@ -95,10 +95,10 @@ mod tests {
             activity: None,
             container: None,
             runtime: Some(RuntimeRole {
-                role: "container log reader",
+                role: "container log reader".into(),
                 serves: Some(app()),
                 sends_to: vec![OutputSink {
-                    kind: "file",
+                    kind: "file".into(),
                     path: "/ctr.log".into(),
                     fd: 6,
                 }],
