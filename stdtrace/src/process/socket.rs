@@ -55,31 +55,37 @@ pub fn describe(pid: u32, inode: u64) -> Option<SocketInfo> {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
             continue;
         };
-        let entries = parse_inet(&text, family);
-        let Some(found) = entries.iter().find(|entry| entry.inode == inode) else {
-            continue;
-        };
-        // The other end of a connection within this host: the entry with the addresses
-        // swapped.
-        let peer_inode = entries
-            .iter()
-            .find(|entry| entry.local == found.remote && entry.remote == found.local)
-            .map(|entry| entry.inode)
-            .filter(|inode| *inode != 0);
-        return Some(SocketInfo {
-            family,
-            socket_type: None,
-            state: Some(tcp_state(found.state)).filter(|_| family.starts_with("tcp")),
-            local: Some(found.local.clone()),
-            remote: Some(found.remote.clone()),
-            peer_inode,
-            send_queue: Some(found.tx_queue),
-            receive_queue: Some(found.rx_queue),
-        });
+        if let Some(info) = find_inet(&text, family, inode) {
+            return Some(info);
+        }
     }
     Some(SocketInfo {
         family: "other",
         ..SocketInfo::default()
+    })
+}
+
+/// Describes socket `inode` from `text`, the content of `/proc/PID/net/{tcp,tcp6,udp,udp6}`
+/// (`family` names which); `None` when it is not listed there. Lines that do not parse are
+/// skipped.
+pub fn find_inet(text: &str, family: &'static str, inode: u64) -> Option<SocketInfo> {
+    let entries = parse_inet(text);
+    let found = entries.iter().find(|entry| entry.inode == inode)?;
+    // The other end of a connection within this host: the entry with the addresses swapped.
+    let peer_inode = entries
+        .iter()
+        .find(|entry| entry.local == found.remote && entry.remote == found.local)
+        .map(|entry| entry.inode)
+        .filter(|inode| *inode != 0);
+    Some(SocketInfo {
+        family,
+        socket_type: None,
+        state: Some(tcp_state(found.state)).filter(|_| family.starts_with("tcp")),
+        local: Some(found.local.clone()),
+        remote: Some(found.remote.clone()),
+        peer_inode,
+        send_queue: Some(found.tx_queue),
+        receive_queue: Some(found.rx_queue),
     })
 }
 
@@ -115,7 +121,7 @@ fn parse_address(text: &str) -> Option<String> {
     }
 }
 
-fn parse_inet(text: &str, _family: &str) -> Vec<InetEntry> {
+fn parse_inet(text: &str) -> Vec<InetEntry> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
@@ -233,8 +239,9 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Parses a `sock_diag` reply about unix socket `inode`.
-fn parse_unix_diag(reply: &[u8], inode: u32) -> Option<SocketInfo> {
+/// Parses a `sock_diag` reply about unix socket `inode`: `None` for an error reply, a reply
+/// about another socket, or one too short to say.
+pub fn parse_unix_diag(reply: &[u8], inode: u32) -> Option<SocketInfo> {
     let length = u32_at(reply, 0)? as usize;
     let message_type = u16_at(reply, 4)?;
     if message_type == NLMSG_ERROR || length < NLMSG_HDRLEN + 16 || length > reply.len() {
@@ -317,7 +324,7 @@ mod tests {
     #[test]
     fn proc_net_lines() {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 0100007F:D431 01 00010000:00000020 00:00000000 00000000     0        0 4242 1 0 20 4 30 10 -1\n  garbage\n";
-        let entries = parse_inet(text, "tcp");
+        let entries = parse_inet(text);
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].local, "127.0.0.1:8080");
         assert_eq!(entries[0].tx_queue, 0x10000);

@@ -1,0 +1,32 @@
+//! The procfs crate's parsers of the same files as process/ (maps, status, stat, net), fuzzed
+//! to decide whether to use them instead of ours (see the `//!` docs of process/maps.rs,
+//! status.rs, activity.rs and socket.rs). Input: a selector byte, then the file's bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use procfs_core::{
+    ExplicitSystemInfo, FromRead, FromReadSI,
+    net::{TcpNetEntries, UdpNetEntries, UnixNetEntries},
+    process::{MemoryMaps, Stat, Status},
+};
+
+const SYSTEM: ExplicitSystemInfo = ExplicitSystemInfo {
+    boot_time_secs: 0,
+    ticks_per_second: 100,
+    page_size: 4096,
+    is_little_endian: true,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, file)) = data.split_first() else {
+        return;
+    };
+    match selector % 6 {
+        0 => drop(MemoryMaps::from_read(file)),
+        1 => drop(Status::from_read(file)),
+        2 => drop(Stat::from_read(file)),
+        3 => drop(TcpNetEntries::from_read(file, &SYSTEM)),
+        4 => drop(UdpNetEntries::from_read(file, &SYSTEM)),
+        _ => drop(UnixNetEntries::from_read(file)),
+    }
+});
