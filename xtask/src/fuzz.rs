@@ -5,12 +5,7 @@
 //! Seeds go to `target/fuzz-corpus/<target>/` (libFuzzer adds what it finds there); crashes,
 //! timeouts and out-of-memory inputs to `fuzz/artifacts/<target>/`.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Instant,
-};
+use std::{fs, path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -103,9 +98,11 @@ const TARGETS: &[Target] = &[
                 })
                 .collect();
             seeds.push([&[1u8][..], &4242u32.to_le_bytes(), &unix_diag_reply(4242)].concat());
-            seeds.extend(s.proc_files("net/unix").into_iter().map(|text| {
-                [&[0u8][..], &0u32.to_le_bytes(), &text].concat()
-            }));
+            seeds.extend(
+                s.proc_files("net/unix")
+                    .into_iter()
+                    .map(|text| [&[0u8][..], &0u32.to_le_bytes(), &text].concat()),
+            );
             seeds
         },
     },
@@ -201,7 +198,10 @@ fn select(only: Option<&str>) -> Result<Vec<&'static Target>> {
             Some(target) => Ok(vec![target]),
             None => {
                 let names: Vec<&str> = TARGETS.iter().map(|target| target.name).collect();
-                bail!("no fuzz target {name}; the targets are {}", names.join(", "))
+                bail!(
+                    "no fuzz target {name}; the targets are {}",
+                    names.join(", ")
+                )
             }
         },
     }
@@ -230,7 +230,9 @@ fn fuzz_one(
         .env("PATH", util::path_with_cargo_bin())
         // The fuzz build embeds no kernel programs (see stdtrace/build.rs).
         .env_remove("STDTRACE_REQUIRE_EBPF")
-        .args(["run", "nightly", "cargo", "fuzz", "run", "--release", target.name])
+        // Overflow checks on (`-a`): an overflow is a panic in the debug builds the tests run.
+        .args(["run", "nightly", "cargo", "fuzz", "run", "--release", "-a"])
+        .arg(target.name)
         .arg(&corpus)
         .arg("--")
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
@@ -252,7 +254,8 @@ fn fuzz_one(
     let elapsed = started.elapsed().as_secs();
     let log = String::from_utf8_lossy(&out.stderr);
     let log_path = corpus.with_extension("log");
-    fs::write(&log_path, log.as_bytes()).with_context(|| format!("writing {}", log_path.display()))?;
+    fs::write(&log_path, log.as_bytes())
+        .with_context(|| format!("writing {}", log_path.display()))?;
     let executions = final_stat(&log, "stat::number_of_executed_units").unwrap_or(0);
     if !out.status.success() {
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
@@ -305,7 +308,10 @@ impl Seeds {
             paths.push(format!("/proc/{pid}/{file}"));
             paths.push(format!("/proc/{pid}/task/{pid}/{file}"));
         }
-        paths.iter().filter_map(|path| fs::read(path).ok()).collect()
+        paths
+            .iter()
+            .filter_map(|path| fs::read(path).ok())
+            .collect()
     }
 }
 
@@ -317,10 +323,14 @@ fn c_objects() -> Result<Vec<Vec<u8>>> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let source = |name: &str| root.join("fixtures/symbolize").join(name);
     let builds: [(&str, &str, &[&str]); 6] = [
-        ("tiny-g", "tiny.c", &["-O1", "-g"]),
-        ("tiny-s", "tiny.c", &["-O2", "-s"]),
-        ("tiny-gz", "tiny.c", &["-O2", "-g", "-gz"]),
-        ("tiny-nofp", "tiny.c", &["-O2", "-g", "-fomit-frame-pointer"]),
+        ("tiny-g", "tiny.c", &["-nostdlib", "-O1", "-g"]),
+        ("tiny-s", "tiny.c", &["-nostdlib", "-O2", "-s"]),
+        ("tiny-gz", "tiny.c", &["-nostdlib", "-O2", "-g", "-gz"]),
+        (
+            "tiny-nofp",
+            "tiny.c",
+            &["-nostdlib", "-O2", "-g", "-fomit-frame-pointer"],
+        ),
         ("write-g", "blocked_write.c", &["-O1", "-g", "-pthread"]),
         (
             "lib-g.so",
@@ -340,7 +350,8 @@ fn c_objects() -> Result<Vec<Vec<u8>>> {
                 .status()
                 .is_ok_and(|status| status.success());
         if built {
-            objects.push(fs::read(&output).with_context(|| format!("reading {}", output.display()))?);
+            objects
+                .push(fs::read(&output).with_context(|| format!("reading {}", output.display()))?);
         } else {
             eprintln!("xtask: could not build the fuzz seed {name} from {file} (no gcc?)");
         }
@@ -496,7 +507,8 @@ fn perf_records() -> Vec<Vec<u8>> {
         out.extend_from_slice(&999u64.to_ne_bytes());
         out
     };
-    let words = |values: &[u64]| -> Vec<u8> { values.iter().flat_map(|v| v.to_ne_bytes()).collect() };
+    let words =
+        |values: &[u64]| -> Vec<u8> { values.iter().flat_map(|v| v.to_ne_bytes()).collect() };
     let mut mmap2 = [42u32.to_ne_bytes(), 43u32.to_ne_bytes()].concat();
     mmap2.extend(words(&[0x7f00_0000_1000, 0x2000, 0x1000]));
     mmap2.extend([254u32.to_ne_bytes(), 1u32.to_ne_bytes()].concat());
@@ -589,7 +601,10 @@ mod tests {
     #[test]
     fn final_stats_are_read() {
         let log = "#2048\tDONE\nstat::number_of_executed_units: 2048\nstat::peak_rss_mb: 40\n";
-        assert_eq!(final_stat(log, "stat::number_of_executed_units"), Some(2048));
+        assert_eq!(
+            final_stat(log, "stat::number_of_executed_units"),
+            Some(2048)
+        );
         assert_eq!(final_stat(log, "stat::missing"), None);
     }
 

@@ -2,6 +2,9 @@
 //! (`/proc/PID/stat`), where it sleeps in the kernel (`wchan`) and which system call it is in
 //! (`/proc/PID/syscall`, with the syscall's arguments and the user stack and instruction
 //! pointers). Reading these does not stop or signal the process.
+//!
+//! Not the procfs crate: it has no parser of `/proc/PID/syscall`, and its `Stat` parses all
+//! fifty-two fields of `/proc/PID/stat` (9 µs here) where only the state letter is wanted.
 
 use serde::Serialize;
 

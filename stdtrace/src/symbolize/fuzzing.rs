@@ -22,7 +22,12 @@ fn parse(bytes: &[u8]) -> Result<ElfImage, ElfError> {
 /// An object found through no process: its debug files are looked for nowhere a fuzzed name
 /// can reach (a pid that does not exist, no debug directories).
 fn detached_object(elf: ElfImage) -> Object {
-    Object::new(elf, u32::MAX, Path::new("/nonexistent/object"), Arc::from([]))
+    Object::new(
+        elf,
+        u32::MAX,
+        Path::new("/nonexistent/object"),
+        Arc::from([]),
+    )
 }
 
 /// Parses `bytes` as an ELF object and names `addresses` (ELF virtual addresses) from its
