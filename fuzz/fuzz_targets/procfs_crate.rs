@@ -1,13 +1,15 @@
-//! The procfs crate's parsers of the same files as process/ (maps, status, stat, net), fuzzed
-//! to decide whether to use them instead of ours (see the `//!` docs of process/maps.rs,
-//! status.rs, activity.rs and socket.rs). Input: a selector byte, then the file's bytes.
+//! The procfs crate's parsers of the same files as process/ (maps, status, net), fuzzed to
+//! decide whether to use them instead of ours (see the `//!` docs of process/maps.rs,
+//! status.rs, activity.rs and socket.rs). Its `Stat` is left out: it panicked within 3,000
+//! executions (process/activity.rs says how), and stdtrace does not use it. Input: a selector
+//! byte, then the file's bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use procfs_core::{
     ExplicitSystemInfo, FromRead, FromReadSI,
     net::{TcpNetEntries, UdpNetEntries, UnixNetEntries},
-    process::{MemoryMaps, Stat, Status},
+    process::{MemoryMaps, Status},
 };
 
 const SYSTEM: ExplicitSystemInfo = ExplicitSystemInfo {
@@ -21,12 +23,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, file)) = data.split_first() else {
         return;
     };
-    match selector % 6 {
+    match selector % 5 {
         0 => drop(MemoryMaps::from_read(file)),
         1 => drop(Status::from_read(file)),
-        2 => drop(Stat::from_read(file)),
-        3 => drop(TcpNetEntries::from_read(file, &SYSTEM)),
-        4 => drop(UdpNetEntries::from_read(file, &SYSTEM)),
+        2 => drop(TcpNetEntries::from_read(file, &SYSTEM)),
+        3 => drop(UdpNetEntries::from_read(file, &SYSTEM)),
         _ => drop(UnixNetEntries::from_read(file)),
     }
 });

@@ -24,47 +24,49 @@ struct Target {
     name: &'static str,
     max_len: usize,
     seeds: fn(&Seeds) -> Vec<Vec<u8>>,
+    /// Its inputs are patches to the Go fixtures (`fuzz/fuzz_targets/common/patched.rs`).
+    patches_go: bool,
 }
 
 const TARGETS: &[Target] = &[
     Target {
         name: "elf_symbols",
         max_len: 1 << 17,
+        patches_go: false,
         seeds: |s| s.c_objects.iter().map(|o| address_prefixed(o)).collect(),
     },
     Target {
         name: "unwind_cfi",
         max_len: 1 << 17,
+        patches_go: false,
         seeds: |s| s.c_objects.iter().map(|o| unwind_seed(o)).collect(),
     },
     Target {
         name: "dwarf_lines",
         max_len: 1 << 17,
+        patches_go: false,
         seeds: |s| s.c_objects.iter().map(|o| address_prefixed(o)).collect(),
     },
     Target {
         name: "go_binary",
-        max_len: 4 << 20,
-        seeds: |s| s.go_binaries.iter().map(|o| address_prefixed(o)).collect(),
+        max_len: 4096,
+        patches_go: true,
+        seeds: |s| go_patch_seeds(&s.go_binaries, true),
     },
     Target {
         name: "go_pclntab",
-        max_len: 2 << 20,
-        seeds: |s| {
-            s.go_binaries
-                .iter()
-                .filter_map(|file| elf_section(file, ".gopclntab"))
-                .map(|(_, bytes)| [&[0u8; 8][..], bytes].concat())
-                .collect()
-        },
+        max_len: 4096,
+        patches_go: true,
+        seeds: |s| go_patch_seeds(&s.go_binaries, false),
     },
     Target {
         name: "go_buildinfo",
         max_len: 4096,
+        patches_go: false,
         seeds: |s| {
             s.go_binaries
                 .iter()
-                .filter_map(|file| elf_section(file, ".go.buildinfo"))
+                .filter_map(|(_, file)| elf_section(file, ".go.buildinfo"))
                 .map(|(address, bytes)| [&address.to_le_bytes()[..], bytes].concat())
                 .collect()
         },
@@ -72,21 +74,25 @@ const TARGETS: &[Target] = &[
     Target {
         name: "proc_maps",
         max_len: 1 << 16,
+        patches_go: false,
         seeds: |s| s.proc_files("maps"),
     },
     Target {
         name: "proc_syscall",
         max_len: 1024,
+        patches_go: false,
         seeds: |s| [s.proc_files("syscall"), s.proc_files("stat")].concat(),
     },
     Target {
         name: "proc_status",
         max_len: 8192,
+        patches_go: false,
         seeds: |s| [s.proc_files("status"), s.proc_files("comm")].concat(),
     },
     Target {
         name: "proc_net",
         max_len: 1 << 16,
+        patches_go: false,
         seeds: |s| {
             let mut seeds: Vec<Vec<u8>> = ["tcp", "tcp6", "udp", "udp6"]
                 .iter()
@@ -109,9 +115,10 @@ const TARGETS: &[Target] = &[
     Target {
         name: "procfs_crate",
         max_len: 1 << 16,
+        patches_go: false,
         seeds: |s| {
             let mut seeds = Vec::new();
-            for (selector, file) in ["maps", "status", "stat", "net/tcp", "net/udp", "net/unix"]
+            for (selector, file) in ["maps", "status", "net/tcp", "net/udp", "net/unix"]
                 .iter()
                 .enumerate()
             {
@@ -125,16 +132,19 @@ const TARGETS: &[Target] = &[
     Target {
         name: "perf_mmap2",
         max_len: 8192,
+        patches_go: false,
         seeds: |_| perf_records(),
     },
     Target {
         name: "ring_event",
         max_len: 1 << 16,
+        patches_go: false,
         seeds: |_| ring_records(),
     },
     Target {
         name: "btf",
         max_len: 1 << 18,
+        patches_go: false,
         seeds: |_| btf_blobs(),
     },
 ];
@@ -230,6 +240,9 @@ fn fuzz_one(
         .env("PATH", util::path_with_cargo_bin())
         // The fuzz build embeds no kernel programs (see stdtrace/build.rs).
         .env_remove("STDTRACE_REQUIRE_EBPF")
+        // A smaller quarantine than ASan's 256 MiB, so that the memory limit measures the
+        // parsers rather than the sanitizer.
+        .env("ASAN_OPTIONS", "quarantine_size_mb=32")
         // Overflow checks on (`-a`): an overflow is a panic in the debug builds the tests run.
         .args(["run", "nightly", "cargo", "fuzz", "run", "--release", "-a"])
         .arg(target.name)
@@ -239,6 +252,14 @@ fn fuzz_one(
         .arg(format!("-timeout={TIMEOUT_SECONDS}"))
         .arg(format!("-max_len={}", target.max_len))
         .arg("-print_final_stats=1");
+    if target.patches_go {
+        let paths: Vec<String> = seeds
+            .go_binaries
+            .iter()
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+        cmd.env("STDTRACE_FUZZ_GO_BINARIES", paths.join(":"));
+    }
     if let Some(seconds) = seconds {
         cmd.arg(format!("-max_total_time={seconds}"));
     }
@@ -288,7 +309,7 @@ fn final_stat(log: &str, name: &str) -> Option<u64> {
 /// procfs files of this system.
 struct Seeds {
     c_objects: Vec<Vec<u8>>,
-    go_binaries: Vec<Vec<u8>>,
+    go_binaries: Vec<(PathBuf, Vec<u8>)>,
     proc_pids: Vec<u32>,
 }
 
@@ -365,7 +386,7 @@ fn c_objects() -> Result<Vec<Vec<u8>>> {
 
 /// The smallest build of each Go fixture flavour of two Go versions, from target/fixtures/go
 /// (built by `cargo xtask go-fixtures`); none when they are not built.
-fn go_binaries() -> Vec<Vec<u8>> {
+fn go_binaries() -> Vec<(PathBuf, Vec<u8>)> {
     let dir = util::workspace_root().join("target/fixtures/go");
     let mut versions: Vec<PathBuf> = fs::read_dir(&dir)
         .into_iter()
@@ -381,7 +402,7 @@ fn go_binaries() -> Vec<Vec<u8>> {
             if let Ok(bytes) = fs::read(&path)
                 && bytes.len() <= 4 << 20
             {
-                files.push(bytes);
+                files.push((path, bytes));
             }
         }
     }
@@ -392,6 +413,44 @@ fn go_binaries() -> Vec<Vec<u8>> {
         );
     }
     files
+}
+
+/// Seeds for the targets whose inputs patch the Go fixtures: for each, the pc to look up (its
+/// entry point for a whole binary, 0 for a `.gopclntab`), the fixture's index, and patches that
+/// rewrite the pc-line table's header and (in a whole binary) the build information with their
+/// own bytes, for the mutations to start from.
+fn go_patch_seeds(binaries: &[(PathBuf, Vec<u8>)], whole_binary: bool) -> Vec<Vec<u8>> {
+    let patch = |offset: usize, bytes: &[u8]| {
+        let bytes = &bytes[..bytes.len().min(64)];
+        [
+            &(offset as u32).to_le_bytes()[..],
+            &[bytes.len() as u8],
+            bytes,
+        ]
+        .concat()
+    };
+    binaries
+        .iter()
+        .enumerate()
+        .map(|(index, (_, file))| {
+            let pc = if whole_binary { entry_point(file) } else { 0 };
+            let mut seed = [&pc.to_le_bytes()[..], &[index as u8]].concat();
+            for name in [".gopclntab", ".go.buildinfo"] {
+                let Some((_, bytes)) = elf_section(file, name) else {
+                    continue;
+                };
+                let offset = if whole_binary {
+                    bytes.as_ptr() as usize - file.as_ptr() as usize
+                } else if name == ".gopclntab" {
+                    0
+                } else {
+                    continue;
+                };
+                seed.extend(patch(offset, bytes));
+            }
+            seed
+        })
+        .collect()
 }
 
 /// An ELF file's entry point.
