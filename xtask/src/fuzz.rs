@@ -278,6 +278,8 @@ fn fuzz_one(
     fs::write(&log_path, log.as_bytes())
         .with_context(|| format!("writing {}", log_path.display()))?;
     let executions = final_stat(&log, "stat::number_of_executed_units").unwrap_or(0);
+    // libFuzzer's own figure, without the build.
+    let elapsed = fuzzing_seconds(&log).unwrap_or(elapsed);
     if !out.status.success() {
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         for line in tail.iter().rev() {
@@ -295,6 +297,17 @@ fn fuzz_one(
         target.name
     );
     Ok((target.name, executions, elapsed))
+}
+
+/// The seconds of libFuzzer's last `Done N runs in S second(s)` line.
+fn fuzzing_seconds(log: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|line| line.starts_with("Done "))?;
+    line.split(" in ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A value of libFuzzer's `-print_final_stats` report.
@@ -665,6 +678,11 @@ mod tests {
             Some(2048)
         );
         assert_eq!(final_stat(log, "stat::missing"), None);
+        assert_eq!(
+            fuzzing_seconds("INFO: x\nDone 2048 runs in 61 second(s)\n"),
+            Some(61)
+        );
+        assert_eq!(fuzzing_seconds("nothing"), None);
     }
 
     #[test]
