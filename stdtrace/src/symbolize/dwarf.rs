@@ -61,6 +61,11 @@ impl Dwarf {
     /// The functions at `address` (an ELF virtual address), innermost inlined call first and
     /// the function that contains them all last; empty when no unit covers it.
     pub(crate) fn frames(&self, address: u64) -> Result<Vec<SourceFrame>, gimli::Error> {
+        // addr2line looks an address up as the range [address, address + 1), which overflows
+        // (a panic with overflow checks) at the top of the address space, where no unit can be.
+        if address == u64::MAX {
+            return Ok(Vec::new());
+        }
         let mut iter = self.context.find_frames(address).skip_all_loads()?;
         let mut frames = Vec::new();
         while let Some(frame) = iter.next()? {
@@ -83,5 +88,26 @@ impl Dwarf {
             }
         }
         Ok(frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::symbolize::bytes::FileBytes;
+
+    /// Found by the `dwarf_lines` fuzz target: a shared library built with `-g` (entry point
+    /// 0), whose callers' lookups at `entry - 1` wrapped to the top of the address space.
+    #[test]
+    fn the_last_address_is_a_miss_not_an_overflow() {
+        let input = include_bytes!("../../../fixtures/fuzz/dwarf_lines-address-max");
+        let (address, object) = input.split_at(8);
+        assert_eq!(address, [0; 8]);
+        let elf = ElfImage::parse(Arc::new(FileBytes::Owned(object.to_vec()))).unwrap();
+        let dwarf = Dwarf::load(&elf, None).unwrap();
+        assert_eq!(dwarf.frames(u64::MAX), Ok(Vec::new()));
+        assert!(dwarf.frames(0).is_ok());
     }
 }

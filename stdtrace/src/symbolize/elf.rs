@@ -25,6 +25,11 @@ use super::{
 /// allocate.
 const MAX_DECOMPRESSED: u64 = 1 << 30;
 
+/// The most a compressed section may inflate to for each of its bytes: deflate's own limit
+/// (1032:1). The size a section's header claims is allocated before inflating, so without this
+/// bound a 15 KB file could make us allocate the whole `MAX_DECOMPRESSED` (as fuzzing found).
+const MAX_INFLATION: u64 = 1032;
+
 /// What is wrong with a file that was expected to be an ELF object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ElfError {
@@ -202,7 +207,9 @@ impl ElfImage {
                 .map(Some)
                 .ok_or_else(|| ElfError::Malformed(format!("{name} lies outside the file")));
         }
-        if range.uncompressed_size > MAX_DECOMPRESSED {
+        if range.uncompressed_size > MAX_DECOMPRESSED
+            || range.uncompressed_size > range.compressed_size.saturating_mul(MAX_INFLATION)
+        {
             return Err(ElfError::Malformed(format!(
                 "{name} claims to inflate to {} bytes",
                 range.uncompressed_size
@@ -299,6 +306,42 @@ mod tests {
             image(b"\x7fELF\x02\x01".to_vec()),
             Err(ElfError::Malformed(_))
         ));
+    }
+
+    /// Found by the `dwarf_lines` fuzz target: a 15 KB object one of whose compressed debug
+    /// sections claims to inflate to 721 MB.
+    #[test]
+    fn a_compressed_section_cannot_claim_more_than_deflate_can_give() {
+        let input = include_bytes!("../../../fixtures/fuzz/dwarf_lines-inflate-oom");
+        let object = &input[8..];
+        let elf = image(object.to_vec()).unwrap();
+        let mut refused = 0;
+        for name in [
+            ".debug_abbrev",
+            ".debug_addr",
+            ".debug_aranges",
+            ".debug_info",
+            ".debug_line",
+            ".debug_line_str",
+            ".debug_loc",
+            ".debug_loclists",
+            ".debug_ranges",
+            ".debug_rnglists",
+            ".debug_str",
+            ".debug_str_offsets",
+            ".debug_types",
+        ] {
+            match elf.section(name) {
+                Ok(Some(bytes)) => assert!(bytes.len() as u64 <= 1032 * object.len() as u64),
+                Ok(None) => {}
+                Err(ElfError::Malformed(why)) => {
+                    assert!(why.contains("claims to inflate"), "{why}");
+                    refused += 1;
+                }
+                Err(other) => panic!("{name}: {other}"),
+            }
+        }
+        assert!(refused >= 1);
     }
 
     #[test]

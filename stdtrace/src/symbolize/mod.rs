@@ -20,6 +20,7 @@ mod cfi;
 mod demangle;
 mod dwarf;
 mod elf;
+pub mod fuzzing;
 mod gopclntab;
 mod object;
 mod open;
