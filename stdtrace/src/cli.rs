@@ -62,6 +62,9 @@ pub enum Subcommand {
     Record(RecordArgs),
     /// Read recorded files back: the same report as the live run, in wall time.
     Report(ReportArgs),
+    /// Without BPF: every thread blocked writing right now, with its target, stack and
+    /// goroutine (exit 0 when something was found, 1 when nothing, 2 on error).
+    Snapshot(crate::snapshot::SnapshotArgs),
 }
 
 /// `stdtrace [trace]`: tracing's options, and one file to keep the records in.

@@ -8,21 +8,7 @@ use stdtrace::{
     report::recording::Sink,
 };
 
-/// `stdtrace snapshot ...` until the subcommands land (the lead wires it as one).
-#[derive(Parser)]
-#[command(name = "stdtrace snapshot")]
-struct SnapshotCli {
-    #[command(flatten)]
-    args: stdtrace::snapshot::SnapshotArgs,
-}
-
 fn main() -> ExitCode {
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|arg| arg == "snapshot")
-    {
-        return snapshot_main();
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(),
@@ -84,6 +70,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Subcommand::Report(report)) => {
             return stdtrace::replay::run(report, terminal, no_color);
         }
+        Some(Subcommand::Snapshot(args)) => {
+            // Its own exit codes: 0 found, 1 nothing, 2 error.
+            return Ok(stdtrace::snapshot::run(args).unwrap_or_else(|err| {
+                eprintln!("stdtrace: {err:#}");
+                2
+            }));
+        }
     };
     trace(
         args,
@@ -108,30 +101,6 @@ fn trace(
         .enable_all()
         .build()?;
     runtime.block_on(stdtrace::session::run(config))
-}
-
-/// Parses `stdtrace snapshot ...`, runs it; exits 0 (found), 1 (nothing), 2 (error).
-fn snapshot_main() -> ExitCode {
-    let args = std::env::args_os().skip(1);
-    let cli = match SnapshotCli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(err) if !err.use_stderr() => err.exit(),
-        Err(err) => {
-            let text = err.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("stdtrace: {first} (see --help)");
-            return ExitCode::from(2);
-        }
-    };
-    init_logging(cli.args.verbose);
-    match stdtrace::snapshot::run(cli.args) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
-        Err(err) => {
-            eprintln!("stdtrace: {err:#}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 fn init_logging(verbose: u8) {

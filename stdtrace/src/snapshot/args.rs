@@ -26,10 +26,6 @@ pub struct SnapshotArgs {
     /// set), `always`, `never`.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
-
-    /// Log what stdtrace does to stderr; repeat for more detail.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 impl SnapshotArgs {
