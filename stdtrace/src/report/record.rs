@@ -175,7 +175,7 @@ pub struct WriteReport {
     pub duration_ms: Option<u64>,
     /// `duration_ms` is a lower bound: a snapshot (without BPF) knows only when the thread
     /// last ran, not when the write began.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duration_at_least: bool,
     /// Bytes the caller asked to write; `null` if they could not be read.
     pub count: Option<u64>,

@@ -57,7 +57,7 @@ pub struct Container {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(skip_serializing_if = "Pod::is_empty")]
+    #[serde(default, skip_serializing_if = "Pod::is_empty")]
     pub pod: Pod,
     /// The container's name in its pod (`io.kubernetes.container.name`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,7 +82,7 @@ pub struct RuntimeRole {
     pub serves: Option<Container>,
     /// Where it sends that output: the log file it writes, or the FIFO or socket it forwards
     /// to.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sends_to: Vec<OutputSink>,
 }
 
