@@ -103,8 +103,8 @@ pub struct KernelLayout {
     pub pt_regs_r14: u32,
     /// `pt_regs.ip`: the user instruction pointer (after the `syscall` instruction).
     pub pt_regs_ip: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `pt_regs.r10`: a syscall's fourth argument (the flags of `sendto` and `sendmmsg`).
+    pub pt_regs_r10: u32,
 }
 
 /// Configuration written into the programs' read-only data before they are loaded.
@@ -178,7 +178,7 @@ impl TracerConfig {
             task_pid: 0,
             pt_regs_r14: 0,
             pt_regs_ip: 0,
-            _pad: 0,
+            pt_regs_r10: 0,
         },
     };
 

@@ -37,4 +37,6 @@ pub use parked::{PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite};
 pub use pipe::{PipeState, ReaderGone, reader_gone};
 pub use record::record_kind;
 pub use sigpipe::SigpipeRecord;
-pub use write::{FailureKey, G_SNAPSHOT_BYTES, OpenFile, WriteRecord, syscall, write_flags};
+pub use write::{
+    FailureKey, G_SNAPSHOT_BYTES, MSG_NOSIGNAL, OpenFile, WriteRecord, syscall, write_flags,
+};

@@ -1,6 +1,6 @@
 //! stdtrace's kernel programs.
 //!
-//! The write-family exit tracepoints filter in the kernel (return value, errno, target set)
+//! The output syscalls' exit tracepoints (write and send families) filter in the kernel (return value, errno, target set)
 //! before anything is reserved in the ring buffer; the scheduler's fork/exec/exit raw
 //! tracepoints keep the target set in step with the processes a traced command forks.
 #![no_std]
@@ -54,7 +54,25 @@ pub fn sys_exit_pwritev2(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The write family on one hook for every syscall (`--hook raw`): cheaper per write than the
+#[tracepoint]
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    write_exit::on_write_exit(&ctx, syscall::SENDTO);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    write_exit::on_write_exit(&ctx, syscall::SENDMSG);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    write_exit::on_write_exit(&ctx, syscall::SENDMMSG);
+    0
+}
+
+/// The write and send families on one hook for every syscall (`--hook raw`): cheaper per write than the
 /// per-syscall tracepoints, dearer on every other syscall.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {

@@ -30,9 +30,9 @@ const EPIPE: u64 = 32;
 const SI_USER: i32 = 0;
 const SI_KERNEL: i32 = 0x80;
 
-/// x86_64 numbers of the write-family syscalls.
+/// x86_64 numbers of the output syscalls (write and send families).
 fn is_write_syscall(nr: u64) -> bool {
-    matches!(nr, 1 | 18 | 20 | 296 | 328)
+    matches!(nr, 1 | 18 | 20 | 296 | 328 | 44 | 46 | 307)
 }
 
 /// `BPF_NOEXIST`: insert only if the key is new.

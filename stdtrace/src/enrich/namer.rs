@@ -72,6 +72,7 @@ impl Namer {
             duration_ms: event.outcome.blocked_ns().map(|ns| ns / 1_000_000),
             count,
             count_partial,
+            nosignal: event.nosignal,
             target: captured.target,
             stack,
             stack_end,

@@ -132,6 +132,7 @@ fn decode_write(raw: &WriteRecord, regs_layout: &RegsLayout) -> Result<WriteEven
             stack_hi: raw.go.stack_hi,
             bytes: raw.g_snapshot.to_vec(),
         }),
+        nosignal: raw.flags & write_flags::NOSIGNAL != 0,
     })
 }
 

@@ -408,7 +408,7 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, BtfError> {
         task_pid: btf.member_offset("task_struct", "pid")?,
         pt_regs_r14: btf.member_offset("pt_regs", "r14")?,
         pt_regs_ip: btf.member_offset("pt_regs", "ip")?,
-        _pad: 0,
+        pt_regs_r10: btf.member_offset("pt_regs", "r10")?,
     })
 }
 

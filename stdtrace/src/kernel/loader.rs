@@ -22,12 +22,15 @@ use super::{
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stdtrace"));
 
 /// The write-family exit tracepoints, as (program name, tracepoint name).
-pub const WRITE_TRACEPOINTS: [(&str, &str); 5] = [
+pub const WRITE_TRACEPOINTS: [(&str, &str); 8] = [
     ("sys_exit_write", "sys_exit_write"),
     ("sys_exit_writev", "sys_exit_writev"),
     ("sys_exit_pwrite64", "sys_exit_pwrite64"),
     ("sys_exit_pwritev", "sys_exit_pwritev"),
     ("sys_exit_pwritev2", "sys_exit_pwritev2"),
+    ("sys_exit_sendto", "sys_exit_sendto"),
+    ("sys_exit_sendmsg", "sys_exit_sendmsg"),
+    ("sys_exit_sendmmsg", "sys_exit_sendmmsg"),
 ];
 
 /// The scheduler raw tracepoints that follow forks, execs and exits, and see writes block.

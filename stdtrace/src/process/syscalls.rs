@@ -461,11 +461,21 @@ pub fn name(number: i64) -> Option<&'static str> {
     NAMES.get(index).copied().filter(|name| !name.is_empty())
 }
 
-/// Whether the system call writes to an fd (the family stdtrace traces).
-pub fn is_write(number: i64) -> bool {
+/// Whether the system call is an output syscall stdtrace traces: it writes to an fd (the write
+/// family) or sends on a socket (the send family).
+pub fn is_output(number: i64) -> bool {
     matches!(
         name(number),
-        Some("write" | "writev" | "pwrite64" | "pwritev" | "pwritev2")
+        Some(
+            "write"
+                | "writev"
+                | "pwrite64"
+                | "pwritev"
+                | "pwritev2"
+                | "sendto"
+                | "sendmsg"
+                | "sendmmsg"
+        )
     )
 }
 
@@ -490,7 +500,8 @@ mod tests {
         assert_eq!(name(230), Some("clock_nanosleep"));
         assert_eq!(name(-1), None);
         assert_eq!(name(100_000), None);
-        assert!(is_write(20) && is_write(328) && !is_write(0));
+        assert!(is_output(20) && is_output(328) && !is_output(0));
+        assert!(is_output(44) && is_output(46) && is_output(307));
         assert!(is_read(0) && !is_read(1));
     }
 }

@@ -153,6 +153,9 @@ pub struct WriteReport {
     /// `count` is a lower bound (a vectored write with many iovecs).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub count_partial: bool,
+    /// A send-family call made with `MSG_NOSIGNAL`: EPIPE raised no SIGPIPE.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nosignal: bool,
     pub target: FdTarget,
     pub stack: Vec<FrameReport>,
     /// Why the stack ends where it does, when it ends early.
@@ -494,6 +497,7 @@ pub mod samples {
             duration_ms: None,
             count: Some(1),
             count_partial: false,
+            nosignal: false,
             target: FdTarget {
                 kind: TargetKind::Pipe,
                 inode: Some(40213),
