@@ -141,6 +141,13 @@ pub fn inspect_pipe(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Never attached: run by userspace (`BPF_PROG_TEST_RUN`) to read a socket's queues.
+#[raw_tracepoint(tracepoint = "stdtrace_inspect_socket")]
+pub fn inspect_socket(ctx: RawTracePointContext) -> i32 {
+    inspect::inspect_socket(&ctx);
+    0
+}
+
 /// Never attached: run by userspace (`BPF_PROG_TEST_RUN`) to read a blocked thread's state.
 #[raw_tracepoint(tracepoint = "stdtrace_inspect_thread")]
 pub fn inspect_thread(ctx: RawTracePointContext) -> i32 {

@@ -9,7 +9,7 @@ use aya::{
     programs::{ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
 };
 use stdtrace_common::{
-    FailureKey, GoLayout, PipeState, ReaderGone, ThreadState, TracerConfig, counter,
+    FailureKey, GoLayout, PipeState, ReaderGone, SocketState, ThreadState, TracerConfig, counter,
 };
 
 use super::{
@@ -63,6 +63,7 @@ const CLOSE_TRACEPOINT: &str = "sys_enter_close";
 
 /// The inspection programs, run on demand and never attached.
 const INSPECT_PIPE: &str = "inspect_pipe";
+const INSPECT_SOCKET: &str = "inspect_socket";
 const INSPECT_THREAD: &str = "inspect_thread";
 
 /// Default size of the ring buffer, in bytes (a power of two, a multiple of the page size).
@@ -197,7 +198,7 @@ impl Tracer {
         let raw_write = (hook == Hook::Raw).then_some(RAW_SYS_EXIT);
         for program in LIFECYCLE_TRACEPOINTS
             .into_iter()
-            .chain([INSPECT_PIPE, INSPECT_THREAD])
+            .chain([INSPECT_PIPE, INSPECT_SOCKET, INSPECT_THREAD])
             .chain(raw_write)
         {
             tracer
@@ -379,6 +380,26 @@ impl Tracer {
             source,
         };
         let inspected: Array<&MapData, PipeState> = Array::try_from(map).map_err(map_error)?;
+        inspected.get(&0, 0).map_err(map_error)
+    }
+
+    /// Reads the queues and buffers of the socket behind `fd`, one of this process's own
+    /// descriptors (an `O_PATH` one reaches the socket's inode without opening it).
+    pub fn inspect_socket(&mut self, fd: &impl AsRawFd) -> Result<SocketState, LoadError> {
+        let mut options = RawTracePointRunOptions::new();
+        options.args[0] = fd.as_raw_fd() as u64;
+        self.raw_tracepoint(INSPECT_SOCKET)?
+            .test_run(options)
+            .map_err(LoadError::Inspect)?;
+        let map = self
+            .ebpf
+            .map("INSPECTED_SOCKET")
+            .ok_or(LoadError::MissingMap("INSPECTED_SOCKET"))?;
+        let map_error = |source| LoadError::Map {
+            map: "INSPECTED_SOCKET",
+            source,
+        };
+        let inspected: Array<&MapData, SocketState> = Array::try_from(map).map_err(map_error)?;
         inspected.get(&0, 0).map_err(map_error)
     }
 

@@ -44,6 +44,8 @@ pub fn describe(pid: u32, inode: u64) -> Option<SocketInfo> {
             peer_inode,
             send_queue: Some(found.tx_queue),
             receive_queue: Some(found.rx_queue),
+            retransmits: Some(found.retransmits).filter(|_| family.starts_with("tcp")),
+            ..SocketInfo::default()
         });
     }
     Some(SocketInfo {
@@ -60,6 +62,7 @@ struct InetEntry {
     state: u8,
     tx_queue: u64,
     rx_queue: u64,
+    retransmits: u64,
     inode: u64,
 }
 
@@ -96,6 +99,7 @@ fn parse_inet(text: &str, _family: &str) -> Vec<InetEntry> {
                 state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
                 tx_queue: u64::from_str_radix(tx, 16).ok()?,
                 rx_queue: u64::from_str_radix(rx, 16).ok()?,
+                retransmits: u64::from_str_radix(fields.get(6)?, 16).ok()?,
                 inode: fields.get(9)?.parse().ok()?,
             })
         })
@@ -292,6 +296,7 @@ mod tests {
         assert_eq!(entries[0].tx_queue, 0x10000);
         assert_eq!(entries[0].rx_queue, 0x20);
         assert_eq!(entries[0].inode, 4242);
+        assert_eq!(entries[0].retransmits, 0);
         assert_eq!(tcp_state(entries[0].state), "established");
     }
 
