@@ -41,10 +41,14 @@ pub fn fill(
                 }
             }
         }
+        let other = socket::describe(receiver.pid, inode);
+        // A unix socket's other end is where it sends: its name (`/dev/log`).
+        if info.family == "unix" && info.remote.is_none() {
+            info.remote = other.as_ref().and_then(|other| other.local.clone());
+        }
         // A datagram socket's diagnostics give the first datagram's length only.
         if !datagrams {
-            peer.receive_queue =
-                socket::describe(receiver.pid, inode).and_then(|other| other.receive_queue);
+            peer.receive_queue = other.and_then(|other| other.receive_queue);
         }
     }
     info.peer = Some(peer);
