@@ -44,5 +44,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(stdtrace::session::run(config))
+    let code = runtime.block_on(stdtrace::session::run(config));
+    // A launched command that outlives tracing (`--duration`) still has its waiter blocked in
+    // waitpid: leave it, rather than wait for the command to exit.
+    runtime.shutdown_background();
+    code
 }
