@@ -4,7 +4,7 @@
 //! - `bpf-linker` 0.13, built against the nightly's own libLLVM: a prefix directory holds two
 //!   symlinks to the nightly's `libLLVM.so.<ver>-rust-*` (one named `libLLVM.so` for the build,
 //!   one under the file's own name, which the installed binary's RUNPATH looks for);
-//! - the tools the tests and benchmarks use (gcc, g++, bpftrace) from Debian's packages;
+//! - the tools the tests and benchmarks use (gcc, g++, bpftrace, rsyslog) from Debian's packages;
 //! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`).
 
 use std::{
@@ -22,7 +22,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
 /// Debian packages the tests and benchmarks need, by the command that shows each is there.
-const PACKAGES: [(&str, &str); 3] = [("gcc", "gcc"), ("g++", "g++"), ("bpftrace", "bpftrace")];
+/// (rsyslogd: the socket tests start their own, on a socket in a temporary directory.)
+const PACKAGES: [(&str, &str); 4] = [
+    ("gcc", "gcc"),
+    ("g++", "g++"),
+    ("bpftrace", "bpftrace"),
+    ("rsyslogd", "rsyslog"),
+];
 
 pub fn run() -> Result<()> {
     ensure_rust_src()?;
@@ -136,7 +142,7 @@ fn ensure_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(command, _)| {
-            output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none()
+            output(Command::new("sh").args(["-c", &format!("PATH=$PATH:/usr/sbin command -v {command}")])).is_none()
         })
         .map(|(_, package)| *package)
         .collect();
