@@ -142,7 +142,11 @@ fn ensure_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(command, _)| {
-            output(Command::new("sh").args(["-c", &format!("PATH=$PATH:/usr/sbin command -v {command}")])).is_none()
+            output(Command::new("sh").args([
+                "-c",
+                &format!("PATH=\"$PATH:/usr/sbin\"; command -v {command}"),
+            ]))
+            .is_none()
         })
         .map(|(_, package)| *package)
         .collect();
