@@ -80,8 +80,8 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Never attached by stdtrace: the benchmark's floor, a program on `sys_exit_write` that only
-/// checks the return value.
+/// Never attached by stdtrace: the benchmark's floor, a program on `sys_exit_write` (and
+/// `sys_exit_sendto`) that only checks the return value.
 #[tracepoint]
 pub fn floor_exit_write(ctx: TracePointContext) -> u32 {
     let ret = write_exit::ret_of(&ctx);
@@ -95,7 +95,7 @@ pub fn floor_raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let nr = kernel::read::<u64>(regs, config::layout().pt_regs_orig_ax).unwrap_or(0);
-    i32::from(nr == 1 && (ret == -11 || ret == -32))
+    i32::from((nr == 1 || nr == 44) && (ret == -11 || ret == -32))
 }
 
 #[tracepoint]

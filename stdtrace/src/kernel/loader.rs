@@ -119,8 +119,8 @@ fn load_object(config: &TracerConfig, ring_bytes: u32) -> Result<Ebpf, LoadError
         .map_err(LoadError::Load)
 }
 
-/// The benchmark's floor: one program on the same hook as stdtrace's write programs that only
-/// checks the return value (and, on the raw hook, the syscall number). Detached when dropped.
+/// The benchmark's floor: one program on the same hooks as stdtrace's `write` and `sendto`
+/// programs that only checks the return value (and, on the raw hook, the syscall number). Detached when dropped.
 pub struct Floor {
     _ebpf: Ebpf,
 }
@@ -138,12 +138,15 @@ impl Floor {
                     program: "floor_exit_write",
                     source,
                 })?;
-                program
-                    .attach("syscalls", "sys_exit_write")
-                    .map_err(|source| LoadError::Attach {
-                        what: "tracepoint syscalls/sys_exit_write".to_owned(),
-                        source,
-                    })?;
+                // The same program on a send's exit: the floor of the send loads.
+                for tracepoint in ["sys_exit_write", "sys_exit_sendto"] {
+                    program
+                        .attach("syscalls", tracepoint)
+                        .map_err(|source| LoadError::Attach {
+                            what: format!("tracepoint syscalls/{tracepoint}"),
+                            source,
+                        })?;
+                }
             }
             Hook::Raw => {
                 let program: &mut RawTracePoint = ebpf
