@@ -232,6 +232,27 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_send_made_with_msg_nosignal() {
+        let mut raw = raw_failed_write();
+        raw.syscall = syscall::SENDMMSG;
+        raw.ret = -32;
+        raw.count = 65;
+        raw.flags = write_flags::REGS_VALID | write_flags::NOSIGNAL;
+        let Ok(Record::Write(event)) = decode(&bytes_of(&*raw), &layout()) else {
+            panic!()
+        };
+        assert_eq!(event.syscall, WriteSyscall::Sendmmsg);
+        assert_eq!(event.syscall.name(), "sendmmsg");
+        assert_eq!(event.count, ByteCount::Exact(65));
+        assert!(event.nosignal);
+        raw.flags = write_flags::REGS_VALID;
+        let Ok(Record::Write(event)) = decode(&bytes_of(&*raw), &layout()) else {
+            panic!()
+        };
+        assert!(!event.nosignal);
+    }
+
+    #[test]
     fn bad_records_are_errors() {
         assert_eq!(decode(&[1, 0], &layout()), Err(DecodeError::Short(2)));
         assert_eq!(
