@@ -527,6 +527,26 @@ fn sendmmsg_counted_once_per_call_with_its_bytes() {
     assert_eq!(summary(&records)["repeats"], 3);
 }
 
+/// The raw `sys_exit` hook sees the send family too, with the same counts.
+#[test]
+fn send_family_on_the_raw_hook() {
+    if !stdtrace::can_trace("send_family_on_the_raw_hook") {
+        return;
+    }
+    let (output, records) = run_send_epipe_with(&["--hook", "raw"], "mmsg", 3);
+    assert_eq!(output.status.code(), Some(0), "{records:#?}");
+    assert_eq!(totals(&records), [("sendmmsg".into(), "EPIPE".into(), 3)]);
+    let pid = field(&announcement(&output, "send_epipe: pid="), "pid");
+    let errors = write_errors(&records, pid);
+    assert_eq!(errors.len(), 1, "{records:#?}");
+    assert_eq!(errors[0]["count"], 65, "{}", errors[0]);
+    assert_eq!(errors[0]["nosignal"], true, "{}", errors[0]);
+    let (output, records) = run_send_epipe_with(&["--hook", "raw"], "signal", 2);
+    assert_eq!(output.status.code(), Some(141), "{records:#?}");
+    assert_eq!(totals(&records), [("sendto".into(), "EPIPE".into(), 2)]);
+    assert_eq!(of_type(&records, "sigpipe").len(), 1, "{records:#?}");
+}
+
 /// sendmsg of two iovecs (3 + 4 bytes): 7 bytes.
 #[test]
 fn sendmsg_counts_its_iovecs() {
