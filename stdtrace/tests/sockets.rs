@@ -7,15 +7,18 @@
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/rsyslogd.rs"]
+mod rsyslogd;
 #[path = "support/stdtrace.rs"]
 mod stdtrace;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
+use rsyslogd::{StoppedRsyslogd, children_named, have, in_send, signal};
 use serde_json::Value;
 use stdtrace::{StderrLines, field, function_names, json_lines, write_errors};
 
@@ -45,127 +48,6 @@ fn announcement(output: &Output, prefix: &str) -> String {
         .find(|line| line.starts_with(prefix))
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stderr}"))
-}
-
-/// `program` missing: fails under `CI=true`, skips otherwise.
-fn have(program: &str, path: &Path) -> bool {
-    if path.exists() {
-        return true;
-    }
-    let message = format!("{} is missing (run `cargo xtask setup`)", path.display());
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{program}: {message}");
-    }
-    eprintln!("{program}: {message}: skipped");
-    false
-}
-
-/// Signals a process this test started, by pid.
-fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill has no memory preconditions; the pid is one of this test's processes.
-    unsafe { libc::kill(pid as i32, signal) };
-}
-
-/// The children of `parent` whose command name is `comm`.
-fn children_named(parent: u32, comm: &str) -> Vec<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-        .unwrap_or_default();
-    children
-        .split_whitespace()
-        .filter_map(|pid| pid.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|name| name.trim() == comm)
-        })
-        .collect()
-}
-
-/// Whether `pid`'s main thread is in a send-family syscall right now.
-fn in_send(pid: u32) -> bool {
-    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-    matches!(syscall.split_whitespace().next(), Some("44" | "46" | "307"))
-}
-
-/// A real rsyslogd listening on a unix datagram socket in a temporary directory, stopped
-/// (SIGSTOP) once it listens: its receive queue fills and stays full. Continued and killed, by
-/// pid, when dropped.
-struct StoppedRsyslogd {
-    daemon: Child,
-    dir: PathBuf,
-    socket: PathBuf,
-}
-
-impl StoppedRsyslogd {
-    fn start(name: &str) -> Option<Self> {
-        let rsyslogd = Path::new("/usr/sbin/rsyslogd");
-        if !have("rsyslogd", rsyslogd) {
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("stdtrace-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("log.sock");
-        let config = dir.join("rsyslog.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "global(workDirectory=\"{dir}\")\n\
-                 module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
-                 input(type=\"imuxsock\" Socket=\"{socket}\")\n\
-                 *.* {dir}/messages\n",
-                dir = dir.display(),
-                socket = socket.display()
-            ),
-        )
-        .unwrap();
-        let daemon = Command::new(rsyslogd)
-            .arg("-n")
-            .arg("-f")
-            .arg(&config)
-            .arg("-i")
-            .arg(dir.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting rsyslogd");
-        let started = Self {
-            daemon,
-            dir,
-            socket,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(started.socket.exists() && started.dir.join("rsyslogd.pid").exists()) {
-            assert!(Instant::now() < deadline, "rsyslogd never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // Let it reach its input loop before it stops.
-        std::thread::sleep(Duration::from_millis(300));
-        signal(started.pid(), libc::SIGSTOP);
-        Some(started)
-    }
-
-    fn pid(&self) -> u32 {
-        self.daemon.id()
-    }
-
-    /// A shell loop of `logger` calls into the socket (its output not on the test's pipes: the
-    /// loop outlives stdtrace, blocked).
-    fn logger_loop(&self) -> String {
-        format!(
-            "exec >/dev/null 2>&1; for i in $(seq 1 200); do logger --socket-errors=on -u {} \"message $i\"; done",
-            self.socket.display()
-        )
-    }
-}
-
-impl Drop for StoppedRsyslogd {
-    fn drop(&mut self) {
-        signal(self.pid(), libc::SIGCONT);
-        signal(self.pid(), libc::SIGKILL);
-        let _ = self.daemon.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// The stuck `logger` record: into the stopped rsyslogd's socket, its queue full.
@@ -425,16 +307,17 @@ fn python_sendall_to_a_server_that_never_reads() {
 
 /// The C fixture's run under stdtrace: its records, and its own count of EPIPE sends.
 fn run_send_epipe(mode: &str, k: u32) -> (Output, Vec<Value>) {
+    run_send_epipe_with(&[], mode, k)
+}
+
+/// The same, with more stdtrace options.
+fn run_send_epipe_with(options: &[&str], mode: &str, k: u32) -> (Output, Vec<Value>) {
     let fixture = send_epipe();
     let k = k.to_string();
-    let output = stdtrace::run(&[
-        "--format",
-        "json",
-        "--",
-        fixture.to_str().unwrap(),
-        mode,
-        &k,
-    ]);
+    let mut args = vec!["--format", "json"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--", fixture.to_str().unwrap(), mode, &k]);
+    let output = stdtrace::run(&args);
     let records = json_lines(&output.stdout);
     (output, records)
 }
