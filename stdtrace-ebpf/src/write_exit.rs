@@ -1,4 +1,5 @@
-//! The exit of an output syscall (the write family, the send family): filter, tally, and send what userspace needs.
+//! The exit of an output syscall (the write family, the send family): filter, tally, and send
+//! what userspace needs.
 //!
 //! Every `syscalls:sys_exit_*` tracepoint record has the same layout:
 //!
@@ -422,7 +423,8 @@ unsafe fn fill_registers_and_stack(
     let (count, flags) = match syscall {
         syscall::WRITE | syscall::PWRITE64 | syscall::SENDTO => (count_arg, 0),
         syscall::SENDMSG => sum_message(reg(layout.pt_regs_si)),
-        syscall::SENDMMSG => sum_messages(reg(layout.pt_regs_si), count_arg),
+        // `unsigned int vlen`: only the low half of the register is the kernel's.
+        syscall::SENDMMSG => sum_messages(reg(layout.pt_regs_si), count_arg & 0xffff_ffff),
         _ => sum_iovecs(reg(layout.pt_regs_si), count_arg),
     };
     // The send family's flags: `sendmsg(fd, msg, flags)` has them third, `sendto` and
