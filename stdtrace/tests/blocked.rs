@@ -2,6 +2,8 @@
 //! attached to after the writer blocked), into a pipe and into a pty, slow-but-finishing, and
 //! resumed; the pipe's fill and what its reader is doing; Go goroutine ids.
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 #[path = "support/stdtrace.rs"]
@@ -14,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use can_run::Need;
 use serde_json::Value;
 use stdtrace::{StderrLines, field, function_names, json_lines};
 
@@ -29,18 +32,7 @@ fn blocked_writer() -> PathBuf {
 fn go_blocker() -> Option<(PathBuf, String)> {
     let dir = fixtures::workspace_root().join("target/fixtures/go/1.25.5");
     let blocker = dir.join("default/blocker");
-    if blocker.exists() {
-        return Some((blocker, "go1.25.5".to_owned()));
-    }
-    let message = format!(
-        "{} is missing (run `cargo xtask go-fixtures`)",
-        blocker.display()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}");
-    }
-    eprintln!("{message}: skipped");
-    None
+    can_run::require(Need::GoFixture(&blocker)).then(|| (blocker, "go1.25.5".to_owned()))
 }
 
 fn records_of(records: &[Value], kind: &str, state: Option<&str>) -> Vec<Value> {
@@ -73,7 +65,7 @@ fn check_stuck_into_full_pipe(stuck: &Value, writer_pid: u64, reader_comm: &str)
 /// the write fails with EPIPE and SIGPIPE kills the writer).
 #[test]
 fn c_writer_stuck_then_resumed() {
-    if !stdtrace::can_trace("c_writer_stuck_then_resumed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let script = format!("{} | sleep 2", blocked_writer().display());
@@ -124,7 +116,7 @@ fn c_writer_stuck_then_resumed() {
 /// saved, read through a pidfd) and its reader.
 #[test]
 fn attach_to_a_writer_already_stuck() {
-    if !stdtrace::can_trace("attach_to_a_writer_already_stuck") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let script = format!("{} | sleep 30", blocked_writer().display());
@@ -205,7 +197,7 @@ fn child_named(parent: u32, comm: &str) -> Option<u32> {
 /// unwound with pclntab from the registers read through a pidfd.
 #[test]
 fn attach_to_a_go_writer_already_stuck() {
-    if !stdtrace::can_trace("attach_to_a_go_writer_already_stuck") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some((blocker, version)) = go_blocker() else {
@@ -273,7 +265,7 @@ fn attach_to_a_go_writer_already_stuck() {
 /// returns, with a duration within the bounds the test set.
 #[test]
 fn a_slow_write_that_finishes() {
-    if !stdtrace::can_trace("a_slow_write_that_finishes") {
+    if !can_run::require(Need::Root) {
         return;
     }
     // 17 lines of 4096 bytes: the pipe holds 16, the 17th waits for the reader.
@@ -301,7 +293,7 @@ fn a_slow_write_that_finishes() {
 /// A writer whose stdout is a pty whose master side nobody reads (the test holds it).
 #[test]
 fn a_writer_into_an_unread_pty() {
-    if !stdtrace::can_trace("a_writer_into_an_unread_pty") {
+    if !can_run::require(Need::Root) {
         return;
     }
     // SAFETY: opening a pty pair with the documented sequence; the fds are owned below.
@@ -376,7 +368,7 @@ fn a_writer_into_an_unread_pty() {
 /// goroutine id it printed, and its functions in the stack.
 #[test]
 fn go_writer_stuck_with_its_goroutine() {
-    if !stdtrace::can_trace("go_writer_stuck_with_its_goroutine") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some((blocker, version)) = go_blocker() else {
@@ -415,18 +407,11 @@ fn go_writer_stuck_with_its_goroutine() {
 /// then `resumed` when its next write succeeds, with its goroutine id.
 #[test]
 fn go_writer_parked_then_resumed() {
-    if !stdtrace::can_trace("go_writer_parked_then_resumed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let parker = fixtures::workspace_root().join("target/fixtures/go/1.25.5/default/parker");
-    if !parker.exists() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "{} is missing",
-            parker.display()
-        );
-        eprintln!("{} is missing: skipped", parker.display());
+    if !can_run::require(Need::GoFixture(&parker)) {
         return;
     }
     let output = stdtrace::run(&[
@@ -491,7 +476,7 @@ fn go_writer_parked_then_resumed() {
 /// socket's family, its peer and who holds it, and the bytes it could not send.
 #[test]
 fn a_writer_into_an_unread_unix_socket() {
-    if !stdtrace::can_trace("a_writer_into_an_unread_unix_socket") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();

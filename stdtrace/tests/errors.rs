@@ -1,6 +1,8 @@
 //! Bad input and missing privileges: one clear line on stderr and a non-zero exit, never a
 //! panic; and what degrades instead of failing (a binary deleted while it runs).
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 #[path = "support/stdtrace.rs"]
@@ -12,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use can_run::Need;
 use stdtrace::{StderrLines, json_lines, write_errors};
 
 /// Asserts a failure with exactly one line on stderr that contains `message`.
@@ -68,7 +71,7 @@ fn a_bad_duration() {
 
 #[test]
 fn not_root() {
-    if !stdtrace::can_trace("not_root") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let mut cmd = Command::new("setpriv");
@@ -86,7 +89,7 @@ fn not_root() {
 
 #[test]
 fn root_without_cap_bpf() {
-    if !stdtrace::can_trace("root_without_cap_bpf") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let mut cmd = Command::new("setpriv");
@@ -103,7 +106,7 @@ fn root_without_cap_bpf() {
 
 #[test]
 fn a_kernel_without_btf() {
-    if !stdtrace::can_trace("a_kernel_without_btf") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let output = stdtrace::run(&["--btf", "/nonexistent/vmlinux", "--duration", "1"]);
@@ -117,7 +120,7 @@ fn a_kernel_without_btf() {
 
 #[test]
 fn tracefs_that_cannot_be_mounted() {
-    if !stdtrace::can_trace("tracefs_that_cannot_be_mounted") {
+    if !can_run::require(Need::Root) {
         return;
     }
     // In a private mount namespace without tracefs, and without CAP_SYS_ADMIN to mount it.
@@ -142,7 +145,7 @@ fn tracefs_that_cannot_be_mounted() {
 
 #[test]
 fn a_binary_deleted_while_running_is_still_named() {
-    if !stdtrace::can_trace("a_binary_deleted_while_running_is_still_named") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let built = fixtures::build_c(

@@ -6,6 +6,8 @@
 //! The fixtures are built by `cargo xtask setup` (`cargo xtask go-fixtures`) into
 //! `target/fixtures/go/<version>/<flavour>/writer`.
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 #[path = "support/stdtrace.rs"]
@@ -13,6 +15,7 @@ mod stdtrace;
 
 use std::{collections::BTreeMap, io::Write, path::PathBuf, process::Stdio, time::Duration};
 
+use can_run::Need;
 use serde_json::Value;
 use stdtrace::{StderrLines, function_names};
 
@@ -35,26 +38,24 @@ fn fixture(version: &str, flavour: &str) -> Option<(PathBuf, String)> {
         .join("target/fixtures/go")
         .join(version);
     let writer = dir.join(flavour).join("writer");
-    let toolchain = std::fs::read_to_string(dir.join("toolchain")).ok();
+    let manifest = dir.join("toolchain");
+    if !(can_run::require(Need::GoFixture(&writer)) && can_run::require(Need::GoFixture(&manifest)))
+    {
+        return None;
+    }
+    let toolchain = std::fs::read_to_string(&manifest).ok();
     let go_version = toolchain.as_deref().and_then(|text| {
         text.lines()
             .find_map(|line| line.strip_prefix("go_version="))
             .map(str::to_owned)
     });
-    match (writer.exists(), go_version) {
-        (true, Some(go_version)) => Some((writer, go_version)),
-        _ => {
-            let message = format!(
-                "Go fixture {} is missing (run `cargo xtask go-fixtures`)",
-                writer.display()
-            );
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{message}");
-            }
-            eprintln!("{message}: skipped");
-            None
-        }
+    if go_version.is_none() {
+        can_run::cannot_run(
+            Need::GoFixtures,
+            format_args!("{} has no go_version", manifest.display()),
+        );
     }
+    Some((writer, go_version?))
 }
 
 /// Runs one fixture under stdtrace and checks every writer's goroutine.
@@ -159,7 +160,7 @@ fn check(version: &str, flavour: &str) -> Result<(), String> {
 
 #[test]
 fn every_goroutine_is_named_in_every_toolchain_and_flavour() {
-    if !stdtrace::can_trace("every_goroutine_is_named_in_every_toolchain_and_flavour") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let mut failures = Vec::new();
@@ -177,7 +178,7 @@ fn every_goroutine_is_named_in_every_toolchain_and_flavour() {
 /// says why it is unknown, and the stack is still named from the pc-line table.
 #[test]
 fn corrupted_build_information_gives_a_reason_not_a_goroutine() {
-    if !stdtrace::can_trace("corrupted_build_information_gives_a_reason_not_a_goroutine") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some((writer, _)) = fixture("1.25.5", "stripped") else {
@@ -233,7 +234,7 @@ fn corrupted_build_information_gives_a_reason_not_a_goroutine() {
 /// A C program that merely contains Go's build-information magic is not taken for Go.
 #[test]
 fn a_c_program_with_the_magic_bytes_is_not_go() {
-    if !stdtrace::can_trace("a_c_program_with_the_magic_bytes_is_not_go") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let fake = fixtures::build_c("writers/fake_go.c", "fake_go", &["-O1", "-g"]);

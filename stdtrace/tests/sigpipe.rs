@@ -4,6 +4,8 @@
 //! and goes on); a shell pipeline's first stage killed when the last exits early; a writer
 //! stuck in a full pipe, then killed when its reader goes; SIGPIPE sent with kill(1).
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 #[path = "support/stdtrace.rs"]
@@ -11,6 +13,7 @@ mod stdtrace;
 
 use std::{path::PathBuf, process::Output};
 
+use can_run::Need;
 use serde_json::Value;
 use stdtrace::{field, json_lines};
 
@@ -38,18 +41,7 @@ fn go_fixture(version: &str, program: &str) -> Option<PathBuf> {
         .join(version)
         .join("default")
         .join(program);
-    if path.exists() {
-        return Some(path);
-    }
-    let message = format!(
-        "{} is missing (run `cargo xtask go-fixtures`)",
-        path.display()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}");
-    }
-    eprintln!("{message}: skipped");
-    None
+    can_run::require(Need::GoFixture(&path)).then_some(path)
 }
 
 fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -142,7 +134,7 @@ fn run_writer(mode: &str, writes: u32) -> (Output, u32, u32, Vec<Value>) {
 /// record, fate `killed`, and stdtrace exits 141 as a shell would.
 #[test]
 fn c_writer_killed() {
-    if !stdtrace::can_trace("c_writer_killed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, writer, reader, records) = run_writer("default", 5);
@@ -167,7 +159,7 @@ fn c_writer_killed() {
 /// the summary counts every SIGPIPE exactly.
 #[test]
 fn c_writer_ignoring_sigpipe() {
-    if !stdtrace::can_trace("c_writer_ignoring_sigpipe") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, writer, reader, records) = run_writer("ignore", 3000);
@@ -198,7 +190,7 @@ fn c_writer_ignoring_sigpipe() {
 /// A handler: it runs for every SIGPIPE; one record, fate `handled`.
 #[test]
 fn c_writer_handling_sigpipe() {
-    if !stdtrace::can_trace("c_writer_handling_sigpipe") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, writer, reader, records) = run_writer("handler", 200);
@@ -219,7 +211,7 @@ fn c_writer_handling_sigpipe() {
 /// SIGPIPE blocked in the thread's mask: it stays pending, the writes fail with EPIPE.
 #[test]
 fn c_writer_blocking_sigpipe() {
-    if !stdtrace::can_trace("c_writer_blocking_sigpipe") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, writer, reader, records) = run_writer("block", 20);
@@ -236,7 +228,7 @@ fn c_writer_blocking_sigpipe() {
 /// that wrote, even though the program died a millisecond after its exec.
 #[test]
 fn go_writer_killed_on_stdout() {
-    if !stdtrace::can_trace("go_writer_killed_on_stdout") {
+    if !can_run::require(Need::Root) {
         return;
     }
     for version in ["1.19", "1.22.10", "1.25.5", "1.27.3"] {
@@ -272,7 +264,7 @@ fn go_writer_killed_on_stdout() {
 /// A Go program that catches SIGPIPE with signal.Notify lives on: fate `handled`.
 #[test]
 fn go_writer_catching_sigpipe() {
-    if !stdtrace::can_trace("go_writer_catching_sigpipe") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some(piper) = go_fixture("1.25.5", "piper") else {
@@ -297,7 +289,7 @@ fn go_writer_catching_sigpipe() {
 /// SIGPIPE story, only the failed write.
 #[test]
 fn go_writer_epipe_on_another_pipe() {
-    if !stdtrace::can_trace("go_writer_epipe_on_another_pipe") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some(writer) = go_fixture("1.25.5", "writer") else {
@@ -323,7 +315,7 @@ fn go_writer_epipe_on_another_pipe() {
 /// that order.
 #[test]
 fn pipeline_first_stage_killed() {
-    if !stdtrace::can_trace("pipeline_first_stage_killed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let script = "yes | head -n1 >/dev/null";
@@ -368,7 +360,7 @@ fn pipeline_first_stage_killed() {
 /// killed: stuck, reader gone, killed, in that order, with times.
 #[test]
 fn stuck_then_reader_gone_then_killed() {
-    if !stdtrace::can_trace("stuck_then_reader_gone_then_killed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let script = format!("{} | sleep 1", blocked_writer().display());
@@ -426,7 +418,7 @@ fn stuck_then_reader_gone_then_killed() {
 /// pipe.
 #[test]
 fn sigpipe_sent_by_kill() {
-    if !stdtrace::can_trace("sigpipe_sent_by_kill") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let script = "sleep 5 & echo \"killer pid=$$ victim=$!\" >&2; kill -PIPE $!; wait";

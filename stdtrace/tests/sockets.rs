@@ -5,6 +5,8 @@
 //! or no SIGPIPE story); `sendmsg` and `sendmmsg` byte counts; a Go program's EPIPE through
 //! `net.Conn.Write` (write, not send) counted once.
 
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 #[path = "support/rsyslogd.rs"]
@@ -18,7 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rsyslogd::{StoppedRsyslogd, children_named, have, in_send, signal};
+use can_run::Need;
+use rsyslogd::{StoppedRsyslogd, children_named, in_send, signal};
 use serde_json::Value;
 use stdtrace::{StderrLines, field, function_names, json_lines, write_errors};
 
@@ -103,7 +106,7 @@ fn check_stuck_logger(stuck: &Value, rsyslogd: &StoppedRsyslogd) {
 /// the receiver, stopped, its queue full; the one-liner tells it.
 #[test]
 fn logger_into_a_stopped_rsyslogd_launched() {
-    if !stdtrace::can_trace("logger_into_a_stopped_rsyslogd_launched") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some(rsyslogd) = StoppedRsyslogd::start("rsyslog-launched") else {
@@ -149,7 +152,7 @@ fn logger_into_a_stopped_rsyslogd_launched() {
 /// The same, attached with `--pid` to a logger already blocked: found at start-up.
 #[test]
 fn logger_into_a_stopped_rsyslogd_attached() {
-    if !stdtrace::can_trace("logger_into_a_stopped_rsyslogd_attached") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some(rsyslogd) = StoppedRsyslogd::start("rsyslog-attached") else {
@@ -207,7 +210,7 @@ fn logger_into_a_stopped_rsyslogd_attached() {
 /// The text one-liner of the syslog story.
 #[test]
 fn logger_into_a_stopped_rsyslogd_in_text() {
-    if !stdtrace::can_trace("logger_into_a_stopped_rsyslogd_in_text") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some(rsyslogd) = StoppedRsyslogd::start("rsyslog-text") else {
@@ -244,7 +247,7 @@ fn logger_into_a_stopped_rsyslogd_in_text() {
 /// reads: stuck in sendto, the server the peer, both queues told.
 #[test]
 fn python_sendall_to_a_server_that_never_reads() {
-    if !stdtrace::can_trace("python_sendall_to_a_server_that_never_reads") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let script = fixtures::workspace_root().join("fixtures/sockets/tcp_client.py");
@@ -341,7 +344,7 @@ fn totals(records: &[Value]) -> Vec<(String, String, u64)> {
 /// k EPIPE sends, the last without MSG_NOSIGNAL: SIGPIPE kills it, one story, exit 141.
 #[test]
 fn send_epipe_without_msg_nosignal_is_killed() {
-    if !stdtrace::can_trace("send_epipe_without_msg_nosignal_is_killed") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, records) = run_send_epipe("signal", 4);
@@ -370,7 +373,7 @@ fn send_epipe_without_msg_nosignal_is_killed() {
 /// k EPIPE sends with MSG_NOSIGNAL: k EPIPE, no SIGPIPE story, and it exits normally.
 #[test]
 fn send_epipe_with_msg_nosignal_tells_no_sigpipe() {
-    if !stdtrace::can_trace("send_epipe_with_msg_nosignal_tells_no_sigpipe") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, records) = run_send_epipe("nosignal", 5);
@@ -394,7 +397,7 @@ fn send_epipe_with_msg_nosignal_tells_no_sigpipe() {
 /// sendmmsg of three messages (10, 20 + 5 and 30 bytes): each call counted once, 65 bytes.
 #[test]
 fn sendmmsg_counted_once_per_call_with_its_bytes() {
-    if !stdtrace::can_trace("sendmmsg_counted_once_per_call_with_its_bytes") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, records) = run_send_epipe("mmsg", 4);
@@ -413,7 +416,7 @@ fn sendmmsg_counted_once_per_call_with_its_bytes() {
 /// The raw `sys_exit` hook sees the send family too, with the same counts.
 #[test]
 fn send_family_on_the_raw_hook() {
-    if !stdtrace::can_trace("send_family_on_the_raw_hook") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, records) = run_send_epipe_with(&["--hook", "raw"], "mmsg", 3);
@@ -433,7 +436,7 @@ fn send_family_on_the_raw_hook() {
 /// sendmsg of two iovecs (3 + 4 bytes): 7 bytes.
 #[test]
 fn sendmsg_counts_its_iovecs() {
-    if !stdtrace::can_trace("sendmsg_counts_its_iovecs") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let (output, records) = run_send_epipe("msg", 3);
@@ -466,7 +469,7 @@ fn go_toolchain() -> Option<PathBuf> {
 /// `fixtures/sockets/conn_write.go`, built into `target/fixtures`.
 fn conn_write() -> Option<PathBuf> {
     let Some(go) = go_toolchain() else {
-        have("go", Path::new("/usr/lib/go-1.19/bin/go"));
+        can_run::require(Need::GoFixture(Path::new("/usr/lib/go-1.19/bin/go")));
         return None;
     };
     let source = fixtures::workspace_root().join("fixtures/sockets/conn_write.go");
@@ -491,7 +494,7 @@ fn conn_write() -> Option<PathBuf> {
 /// writes are reported as writes, counted once, with no SIGPIPE story (not fd 1 or 2).
 #[test]
 fn go_conn_write_epipe_is_a_write_counted_once() {
-    if !stdtrace::can_trace("go_conn_write_epipe_is_a_write_counted_once") {
+    if !can_run::require(Need::Root) {
         return;
     }
     let Some(program) = conn_write() else {

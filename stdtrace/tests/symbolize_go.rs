@@ -12,6 +12,8 @@
 
 #[path = "symbolize_go/blocked.rs"]
 mod blocked;
+#[path = "support/can_run.rs"]
+mod can_run;
 #[path = "symbolize_go/curg.rs"]
 mod curg;
 #[path = "goruntime/fixtures.rs"]
@@ -26,6 +28,7 @@ mod hostile;
 use std::path::{Path, PathBuf};
 
 use blocked::Blocked;
+use can_run::Need;
 use fixtures::Toolchain;
 use stdtrace::{
     goruntime::version::GoVersion,
@@ -59,27 +62,14 @@ pub fn blocker(toolchain: &Toolchain, flavour: &str) -> PathBuf {
 }
 
 /// Every toolchain whose blocker fixtures are built (the others are skipped, or fail under
-/// `CI=true`).
+/// `CI=true`: `can_run.rs`).
 pub fn toolchains() -> Vec<Toolchain> {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
     fixtures::toolchains()
         .into_iter()
         .filter(|toolchain| {
-            let missing = GO_FLAVOURS
+            GO_FLAVOURS
                 .iter()
-                .find(|flavour| !blocker(toolchain, flavour).is_file());
-            if let Some(flavour) = missing {
-                let problem = format!(
-                    "the {flavour} blocker fixture of Go {} is not built",
-                    toolchain.label
-                );
-                assert!(
-                    !ci,
-                    "{problem}; run `cargo xtask go-fixtures` (CI=true: no skipping)"
-                );
-                eprintln!("skipping Go {}: {problem}", toolchain.label);
-            }
-            missing.is_none()
+                .all(|flavour| can_run::require(Need::GoFixture(&blocker(toolchain, flavour))))
         })
         .collect()
 }

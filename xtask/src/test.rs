@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use crate::{setup, util};
 
 pub fn run(extra: &[String]) -> Result<()> {
-    setup::run()?;
+    setup::for_tests()?;
     if !util::is_root() {
         let message = "the tests that load the kernel programs need root";
         if std::env::var("CI").as_deref() == Ok("true") {

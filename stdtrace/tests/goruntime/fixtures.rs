@@ -2,12 +2,14 @@
 //! writer`, one directory per toolchain, with a `toolchain` file naming the Go that built it.
 //!
 //! A toolchain that is not installed (or whose fixtures are not built) is skipped with a
-//! message, unless `CI=true`: then it is a failure.
+//! message, unless `CI=true`: then it is a failure (`can_run.rs` decides).
 
 use std::{
     env, fs,
     path::{Path, PathBuf},
 };
+
+use crate::can_run::{self, Need};
 
 /// The toolchains `cargo xtask go-fixtures` installs, by fixture directory name, with where
 /// each one's `go` is.
@@ -76,10 +78,6 @@ pub fn sources() -> PathBuf {
     workspace_root().join("fixtures/go/writer")
 }
 
-fn ci() -> bool {
-    env::var("CI").as_deref() == Ok("true")
-}
-
 fn installed(label: &str) -> bool {
     if label == "1.19" {
         return Path::new("/usr/lib/go-1.19/bin/go").is_file();
@@ -131,11 +129,10 @@ pub fn toolchains() -> Vec<Toolchain> {
             }
         };
         if let Some(problem) = problem {
-            assert!(
-                !ci(),
-                "{problem}; run `cargo xtask go-fixtures` (CI=true: no skipping)"
+            can_run::cannot_run(
+                Need::GoFixtures,
+                format_args!("its Go {label} part: {problem}"),
             );
-            eprintln!("skipping Go {label}: {problem}; run `cargo xtask go-fixtures`");
         }
     }
     found

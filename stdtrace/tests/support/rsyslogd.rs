@@ -10,19 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// `program` missing: fails under `CI=true`, skips otherwise.
-pub fn have(program: &str, path: &Path) -> bool {
-    if path.exists() {
-        return true;
-    }
-    let message = format!("{} is missing (run `cargo xtask setup`)", path.display());
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{program}: {message}");
-    }
-    eprintln!("{program}: {message}: skipped");
-    false
-}
-
 /// Signals a process this test started, by pid.
 pub fn signal(pid: u32, signal: i32) {
     // SAFETY: kill has no memory preconditions; the pid is one of this test's processes.
@@ -61,7 +48,7 @@ pub struct StoppedRsyslogd {
 impl StoppedRsyslogd {
     pub fn start(name: &str) -> Option<Self> {
         let rsyslogd = Path::new("/usr/sbin/rsyslogd");
-        if !have("rsyslogd", rsyslogd) {
+        if !super::can_run::require(super::can_run::Need::Program(rsyslogd)) {
             return None;
         }
         let dir = std::env::temp_dir().join(format!("stdtrace-{name}-{}", std::process::id()));

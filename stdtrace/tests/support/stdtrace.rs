@@ -1,7 +1,6 @@
 //! Running the real stdtrace binary, with its real kernel programs, in tests.
 //!
-//! These tests need root. Without it they are skipped, except under `CI=true`, where a test
-//! that cannot run fails: a green run that tested nothing is a defect.
+//! These tests need root: each starts with `can_run::require(Need::Root)` (`can_run.rs`).
 
 #![allow(
     dead_code,
@@ -21,22 +20,6 @@ use serde_json::Value;
 /// The stdtrace binary cargo built for these tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_stdtrace")
-}
-
-/// Whether the tracer can run here. Returns false (test skipped) when it cannot and `CI` is not
-/// `true`; panics when it cannot and `CI=true`.
-pub fn can_trace(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    if root {
-        return true;
-    }
-    if ci {
-        panic!("{test}: needs root to load the kernel programs, and CI=true forbids skipping");
-    }
-    eprintln!("{test}: skipped (needs root to load the kernel programs)");
-    false
 }
 
 /// A stdtrace command with the given arguments.

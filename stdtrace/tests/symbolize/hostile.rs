@@ -216,6 +216,8 @@ pub fn corrupted_elf_files() {
     let tiny = tiny();
     let dir = scratch_dir("corrupted");
     let path = dir.join("tiny");
+    // The intact file is symbolized: the corruptions below really reach the parsers.
+    assert_eq!(tiny.exercise(&path, &tiny.bytes).as_deref(), Some("outer"));
     let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
     for round in 0..3000 {
         let mut bytes = tiny.bytes.clone();

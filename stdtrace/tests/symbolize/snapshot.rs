@@ -15,6 +15,8 @@ use stdtrace::{
     symbolize::{Stack, StackCopy, Symbolizer, UserRegisters},
 };
 
+use crate::can_run::{self, Need};
+
 /// How much of the stack above the stack pointer's page is copied, like the kernel side's
 /// 4 pages.
 const STACK_BYTES: u64 = 16 * 1024;
@@ -142,7 +144,7 @@ impl Snapshot {
     }
 
     /// All registers, from ptrace (which stops the fixture for the time of the snapshot).
-    /// `None` when this environment forbids ptrace.
+    /// `None` when this environment forbids ptrace and the test is skipped (see `can_run.rs`).
     pub fn from_ptrace(pid: u32) -> Option<Self> {
         let tracee = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
         let null = std::ptr::null_mut::<libc::c_void>();
@@ -150,7 +152,7 @@ impl Snapshot {
         if unsafe { libc::ptrace(libc::PTRACE_SEIZE, tracee, null, null) } != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EPERM) {
-                eprintln!("skipping: ptrace is not permitted here ({err})");
+                can_run::cannot_run(Need::Ptrace, format_args!("PTRACE_SEIZE: {err}"));
                 return None;
             }
             panic!("PTRACE_SEIZE: {err}");

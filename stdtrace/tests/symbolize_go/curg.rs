@@ -6,15 +6,20 @@
 //! A second stack copy from there unwinds to `runtime.goexit`.
 //!
 //! The thread pointer (FS base) is not in procfs: it is read with ptrace, which stops the
-//! thread for the time of the read. Where ptrace is not permitted, the check is skipped.
+//! thread for the time of the read. Where ptrace is not permitted, the check is skipped (it
+//! fails under `CI=true`: `can_run.rs`).
 
 use std::{fs::File, os::unix::fs::FileExt};
 
 use stdtrace::{goruntime::GoBinary, symbolize::UserRegisters};
 
-use crate::blocked::Snapshot;
+use crate::{
+    blocked::Snapshot,
+    can_run::{self, Need},
+};
 
-/// The FS base of thread `tid`, from ptrace; `None` when ptrace is not permitted here.
+/// The FS base of thread `tid`, from ptrace; `None` when ptrace is not permitted here and the
+/// test is skipped (see `can_run.rs`).
 fn fs_base(tid: u32) -> Option<u64> {
     let tracee = libc::pid_t::try_from(tid).expect("a tid fits pid_t");
     let null = std::ptr::null_mut::<libc::c_void>();
@@ -22,7 +27,10 @@ fn fs_base(tid: u32) -> Option<u64> {
     if unsafe { libc::ptrace(libc::PTRACE_SEIZE, tracee, null, null) } != 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EPERM) {
-            eprintln!("skipping the goroutine half: ptrace is not permitted here ({err})");
+            can_run::cannot_run(
+                Need::Ptrace,
+                format_args!("the goroutine half needs PTRACE_SEIZE: {err}"),
+            );
             return None;
         }
         panic!("PTRACE_SEIZE: {err}");
@@ -77,7 +85,7 @@ fn read_u64(mem: &File, address: u64) -> u64 {
 }
 
 /// A snapshot of the goroutine that called C on thread `tid` of `pid`, taken from where it
-/// entered the call; `None` when ptrace is not permitted.
+/// entered the call; `None` when ptrace is not permitted here and the test is skipped.
 pub fn calling_goroutine(pid: u32, tid: u32, binary: &[u8]) -> Option<Snapshot> {
     let go = GoBinary::parse(binary).expect("the blocker is a Go binary");
     let tls = go.tls.expect("the g slot is found");

@@ -82,7 +82,7 @@ pub fn run(quick: bool) -> Result<()> {
     if !util::is_root() {
         bail!("the benchmark loads kernel programs: run it as root (sudo -E cargo xtask bench)");
     }
-    setup::run()?;
+    setup::for_tests()?;
     let scale = if quick { QUICK } else { FULL };
     let stdtrace = util::build_release()?;
     let out = util::workspace_root().join("target/bench");

@@ -288,6 +288,23 @@ fn truncated_and_flipped_synthetic_tables_fail_cleanly() {
         PclntabFormat::Go120,
     ] {
         let data = build(format);
+        // The intact table parses and names its functions: the loops below really reach the
+        // parser's lookups, rather than failing at the header every time.
+        let intact = parse(&data).unwrap_or_else(|err| panic!("{format:?}: {err}"));
+        assert_eq!(
+            intact.func_by_name("main.g").map(|g| g.entry),
+            Some(TEXT + 0x20),
+            "{format:?}"
+        );
+        assert_eq!(
+            intact.frames(TEXT + 9),
+            Ok(vec![
+                frame("main.inl", "a.go", 11, true),
+                frame("main.f", "a.go", 10, false),
+            ]),
+            "{format:?}"
+        );
+        assert_eq!(intact.sp_delta(TEXT + 4), Ok(16), "{format:?}");
         let pcs: Vec<u64> = (TEXT - 1..TEXT + 0x31).collect();
         let exercise = |table: &Pclntab<'_>| {
             for pc in &pcs {
