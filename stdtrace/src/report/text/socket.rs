@@ -82,7 +82,12 @@ pub(super) fn describe_socket_target(target: &FdTarget, socket: &SocketInfo) -> 
             (None, _, None) => {}
         }
     }
-    if let Some(unsent) = socket.send_queue.filter(|bytes| *bytes > 0) {
+    // A unix datagram socket's send queue is datagrams already in the receiver's queue
+    // (charged to the sender): the queue above says it.
+    if let Some(unsent) = socket
+        .send_queue
+        .filter(|bytes| *bytes > 0 && socket.socket_type != Some("dgram"))
+    {
         text.push_str(&format!(", {unsent} bytes unsent"));
         if let Some(buffer) = socket.send_buffer {
             text.push_str(&format!(" (send buffer {buffer})"));
@@ -134,7 +139,8 @@ mod tests {
             state: Some("established"),
             remote: Some("/dev/log".into()),
             peer_inode: Some(2),
-            send_queue: Some(0),
+            send_queue: Some(768),
+            send_buffer: Some(212_992),
             peer: Some(SocketPeer {
                 inode: 2,
                 receive_datagrams: Some(10),
