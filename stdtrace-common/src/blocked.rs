@@ -42,7 +42,9 @@ pub struct BlockedWrite {
     pub syscall: u32,
     /// The fd argument.
     pub fd: i32,
-    /// Bytes asked for (the count argument; iovec count for vectored writes).
+    /// The third argument: bytes asked for by `write`, `pwrite64` and `sendto`; the iovec count
+    /// of a vectored write, the flags of `sendmsg`, the message count of `sendmmsg` (userspace
+    /// sums their bytes from the thread's memory, from the saved registers).
     pub count: u64,
     /// The thread's command name, NUL-padded.
     pub comm: [u8; TASK_COMM_LEN],

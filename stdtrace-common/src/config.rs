@@ -103,6 +103,26 @@ pub struct KernelLayout {
     pub pt_regs_r14: u32,
     /// `pt_regs.ip`: the user instruction pointer (after the `syscall` instruction).
     pub pt_regs_ip: u32,
+    /// `pt_regs.r10`: a syscall's fourth argument (the flags of `sendto` and `sendmmsg`).
+    pub pt_regs_r10: u32,
+    /// `socket_alloc.vfs_inode`: where a socket's inode sits after its `struct socket`.
+    pub socket_alloc_inode: u32,
+    /// `socket.sk`.
+    pub socket_sk: u32,
+    /// `sock.sk_receive_queue.qlen`.
+    pub sock_receive_qlen: u32,
+    /// `sock.sk_max_ack_backlog`.
+    pub sock_max_ack_backlog: u32,
+    /// `sock.sk_rcvbuf`.
+    pub sock_rcvbuf: u32,
+    /// `sock.sk_sndbuf`.
+    pub sock_sndbuf: u32,
+    /// `sock.sk_wmem_queued`.
+    pub sock_wmem_queued: u32,
+    /// `sock.sk_wmem_alloc`.
+    pub sock_wmem_alloc: u32,
+    /// `sock.sk_backlog.rmem_alloc` (`sk_rmem_alloc`).
+    pub sock_rmem_alloc: u32,
     /// Explicit padding.
     pub _pad: u32,
 }
@@ -178,6 +198,16 @@ impl TracerConfig {
             task_pid: 0,
             pt_regs_r14: 0,
             pt_regs_ip: 0,
+            pt_regs_r10: 0,
+            socket_alloc_inode: 0,
+            socket_sk: 0,
+            sock_receive_qlen: 0,
+            sock_max_ack_backlog: 0,
+            sock_rcvbuf: 0,
+            sock_sndbuf: 0,
+            sock_wmem_queued: 0,
+            sock_wmem_alloc: 0,
+            sock_rmem_alloc: 0,
             _pad: 0,
         },
     };
@@ -194,8 +224,8 @@ impl TracerConfig {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<KernelLayout>() == 48 * 4);
-    assert!(core::mem::size_of::<TracerConfig>() == 8 + 32 + 8 + 48 * 4);
+    assert!(core::mem::size_of::<KernelLayout>() == 58 * 4);
+    assert!(core::mem::size_of::<TracerConfig>() == 8 + 32 + 8 + 58 * 4);
 };
 
 #[cfg(feature = "user")]

@@ -22,6 +22,7 @@ pub mod parked;
 pub mod pipe;
 pub mod record;
 pub mod sigpipe;
+pub mod socket;
 pub mod write;
 
 pub use blocked::{BLOCKED_SLOTS, BlockedWrite, ThreadState, blocked_state};
@@ -37,4 +38,7 @@ pub use parked::{PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite};
 pub use pipe::{PipeState, ReaderGone, reader_gone};
 pub use record::record_kind;
 pub use sigpipe::SigpipeRecord;
-pub use write::{FailureKey, G_SNAPSHOT_BYTES, OpenFile, WriteRecord, syscall, write_flags};
+pub use socket::SocketState;
+pub use write::{
+    FailureKey, G_SNAPSHOT_BYTES, MSG_NOSIGNAL, OpenFile, WriteRecord, syscall, write_flags,
+};

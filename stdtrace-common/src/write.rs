@@ -1,9 +1,10 @@
-//! A write-family syscall that failed with a watched errno, or returned after blocking: the
+//! An output syscall (the write family, and the send family) that failed with a watched errno, or returned after blocking: the
 //! record the kernel sends, what its fd pointed at, and the kernel's exact tallies.
 
 use crate::{Goroutine, REGS_COPY_WORDS, STACK_COPY_BYTES, TASK_COMM_LEN};
 
-/// The write-family syscalls stdtrace traces, as carried in [`WriteRecord::syscall`].
+/// The output syscalls stdtrace traces (the write family and the send family), as carried in
+/// [`WriteRecord::syscall`].
 pub mod syscall {
     /// `write(fd, buf, count)`
     pub const WRITE: u32 = 0;
@@ -15,7 +16,37 @@ pub mod syscall {
     pub const PWRITEV: u32 = 3;
     /// `pwritev2(fd, iov, iovcnt, offset_lo, offset_hi, flags)`
     pub const PWRITEV2: u32 = 4;
+    /// `sendto(fd, buf, len, flags, dest_addr, addrlen)`
+    pub const SENDTO: u32 = 5;
+    /// `sendmsg(fd, msg, flags)`
+    pub const SENDMSG: u32 = 6;
+    /// `sendmmsg(fd, msgvec, vlen, flags)`
+    pub const SENDMMSG: u32 = 7;
+
+    /// Whether `syscall` is one of the send family, whose flags may hold `MSG_NOSIGNAL`.
+    pub const fn is_send(syscall: u32) -> bool {
+        matches!(syscall, SENDTO | SENDMSG | SENDMMSG)
+    }
+
+    /// The output syscall with x86_64 syscall number `nr` (`pt_regs.orig_ax`), if it is one.
+    #[inline(always)]
+    pub const fn from_nr(nr: u64) -> Option<u32> {
+        Some(match nr {
+            1 => WRITE,
+            20 => WRITEV,
+            18 => PWRITE64,
+            296 => PWRITEV,
+            328 => PWRITEV2,
+            44 => SENDTO,
+            46 => SENDMSG,
+            307 => SENDMMSG,
+            _ => return None,
+        })
+    }
 }
+
+/// `MSG_NOSIGNAL`: a send-family flag that makes EPIPE not raise SIGPIPE.
+pub const MSG_NOSIGNAL: u64 = 0x4000;
 
 /// Bits of [`WriteRecord::flags`].
 pub mod write_flags {
@@ -33,6 +64,8 @@ pub mod write_flags {
     /// `g` in register r14, which owns the thread's stack: a write by Go code in a process
     /// the kernel program was not yet told is Go (`go.g` is that `g`).
     pub const G_SNAPSHOT: u32 = 1 << 5;
+    /// A send-family call whose flags held `MSG_NOSIGNAL`: EPIPE raised no SIGPIPE.
+    pub const NOSIGNAL: u32 = 1 << 6;
 }
 
 /// Bytes of a `runtime.g` copied for a write in a process not yet known to be Go: enough for
@@ -95,7 +128,8 @@ pub struct WriteRecord {
     pub comm: [u8; TASK_COMM_LEN],
     /// The fd argument.
     pub fd: i64,
-    /// Bytes the caller asked to write (summed over the iovecs for vectored writes).
+    /// Bytes the caller asked to write (summed over the iovecs for vectored writes and
+    /// `sendmsg`, and over the messages for `sendmmsg`).
     pub count: u64,
     /// The syscall's return value: a negative errno, or the bytes written.
     pub ret: i64,

@@ -21,13 +21,6 @@ use crate::{
     maps::{BLOCKED, GO_PROCESSES, bump, is_target},
 };
 
-/// x86_64 syscall numbers of the write family.
-const NR_WRITE: u64 = 1;
-const NR_PWRITE64: u64 = 18;
-const NR_WRITEV: u64 = 20;
-const NR_PWRITEV: u64 = 296;
-const NR_PWRITEV2: u64 = 328;
-
 /// The slot of thread `tid`, if it holds a write of that thread.
 #[inline(always)]
 pub fn slot_of(tid: u32) -> Option<*mut BlockedWrite> {
@@ -67,13 +60,8 @@ pub fn on_switch(ctx: &RawTracePointContext) {
     let Some(nr) = kernel::read::<u64>(regs, layout.pt_regs_orig_ax) else {
         return;
     };
-    let syscall = match nr {
-        NR_WRITE => syscall::WRITE,
-        NR_WRITEV => syscall::WRITEV,
-        NR_PWRITE64 => syscall::PWRITE64,
-        NR_PWRITEV => syscall::PWRITEV,
-        NR_PWRITEV2 => syscall::PWRITEV2,
-        _ => return,
+    let Some(syscall) = syscall::from_nr(nr) else {
+        return;
     };
     let Some(slot) = BLOCKED.get_ptr_mut(tid & (BLOCKED_SLOTS - 1)) else {
         return;

@@ -1,5 +1,6 @@
 //! On-demand inspection, run by userspace with `BPF_PROG_TEST_RUN` (never attached): reads a
-//! pipe's state from the kernel's `pipe_inode_info`.
+//! pipe's state from the kernel's `pipe_inode_info`, a socket's from its `struct sock`, a
+//! blocked thread's registers.
 //!
 //! Userspace opens `/proc/PID/fd/N` with `O_PATH`, which reaches the pipe's inode without
 //! opening either end (so EOF and EPIPE stay as they are for the real readers and writers), and
@@ -7,11 +8,11 @@
 //! that fd to the inode and its pipe, and leaves what it read in `INSPECTED`.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
-use stdtrace_common::{PipeState, ThreadState};
+use stdtrace_common::{PipeState, SocketState, ThreadState};
 
 use crate::{
     config, kernel,
-    maps::{INSPECTED, INSPECTED_THREAD},
+    maps::{INSPECTED, INSPECTED_SOCKET, INSPECTED_THREAD},
 };
 
 /// Ring slots summed at most (a 1 MiB pipe has 256).
@@ -58,6 +59,39 @@ fn read_pipe(fd: i32) -> Option<PipeState> {
         queued,
         readers: kernel::read(pipe, layout.pipe_readers)?,
         writers: kernel::read(pipe, layout.pipe_writers)?,
+    })
+}
+
+/// Reads a socket's queues and buffers from its `struct sock`: the first argument is an
+/// `O_PATH` handle on the socket's inode (one of stdtrace's own descriptors), which neither
+/// opens nor joins the socket. The inode sits in a `struct socket_alloc` after its socket.
+#[inline(always)]
+pub fn inspect_socket(ctx: &RawTracePointContext) {
+    let fd: u64 = ctx.arg(0);
+    let Some(out) = INSPECTED_SOCKET.get_ptr_mut(0) else {
+        return;
+    };
+    let state = read_socket(fd as i32).unwrap_or_default();
+    // SAFETY: the single slot of an array map, written only by this program, run only by
+    // userspace one run at a time.
+    unsafe { *out = state };
+}
+
+#[inline(always)]
+fn read_socket(fd: i32) -> Option<SocketState> {
+    let layout = config::layout();
+    let (_, inode) = kernel::fd_inode(&layout, kernel::current_task(), fd)?;
+    let socket = inode.checked_sub(layout.socket_alloc_inode as u64)?;
+    let sock: u64 = kernel::read(socket, layout.socket_sk)?;
+    Some(SocketState {
+        valid: 1,
+        receive_queued: kernel::read(sock, layout.sock_receive_qlen)?,
+        max_ack_backlog: kernel::read(sock, layout.sock_max_ack_backlog)?,
+        rcvbuf: kernel::read(sock, layout.sock_rcvbuf)?,
+        sndbuf: kernel::read(sock, layout.sock_sndbuf)?,
+        wmem_queued: kernel::read(sock, layout.sock_wmem_queued)?,
+        wmem_alloc: kernel::read(sock, layout.sock_wmem_alloc)?,
+        rmem_alloc: kernel::read(sock, layout.sock_rmem_alloc)?,
     })
 }
 

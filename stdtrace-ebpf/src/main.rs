@@ -1,6 +1,6 @@
 //! stdtrace's kernel programs.
 //!
-//! The write-family exit tracepoints filter in the kernel (return value, errno, target set)
+//! The output syscalls' exit tracepoints (write and send families) filter in the kernel (return value, errno, target set)
 //! before anything is reserved in the ring buffer; the scheduler's fork/exec/exit raw
 //! tracepoints keep the target set in step with the processes a traced command forks.
 #![no_std]
@@ -54,7 +54,25 @@ pub fn sys_exit_pwritev2(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The write family on one hook for every syscall (`--hook raw`): cheaper per write than the
+#[tracepoint]
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    write_exit::on_write_exit(&ctx, syscall::SENDTO);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    write_exit::on_write_exit(&ctx, syscall::SENDMSG);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    write_exit::on_write_exit(&ctx, syscall::SENDMMSG);
+    0
+}
+
+/// The write and send families on one hook for every syscall (`--hook raw`): cheaper per write than the
 /// per-syscall tracepoints, dearer on every other syscall.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
@@ -62,8 +80,8 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Never attached by stdtrace: the benchmark's floor, a program on `sys_exit_write` that only
-/// checks the return value.
+/// Never attached by stdtrace: the benchmark's floor, a program on `sys_exit_write` (and
+/// `sys_exit_sendto`) that only checks the return value.
 #[tracepoint]
 pub fn floor_exit_write(ctx: TracePointContext) -> u32 {
     let ret = write_exit::ret_of(&ctx);
@@ -77,7 +95,7 @@ pub fn floor_raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let nr = kernel::read::<u64>(regs, config::layout().pt_regs_orig_ax).unwrap_or(0);
-    i32::from(nr == 1 && (ret == -11 || ret == -32))
+    i32::from((nr == 1 || nr == 44) && (ret == -11 || ret == -32))
 }
 
 #[tracepoint]
@@ -120,6 +138,13 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "stdtrace_inspect_pipe")]
 pub fn inspect_pipe(ctx: RawTracePointContext) -> i32 {
     inspect::inspect_pipe(&ctx);
+    0
+}
+
+/// Never attached: run by userspace (`BPF_PROG_TEST_RUN`) to read a socket's queues.
+#[raw_tracepoint(tracepoint = "stdtrace_inspect_socket")]
+pub fn inspect_socket(ctx: RawTracePointContext) -> i32 {
+    inspect::inspect_socket(&ctx);
     0
 }
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use stdtrace_common::{
     BLOCKED_SLOTS, BlockedWrite, CallSiteKey, FailureKey, FingerprintKey, Fingerprints,
     FirstReturn, GoLayout, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, PipeState, ReaderGone,
-    SiteCount, SiteKey, ThreadState, counter,
+    SiteCount, SiteKey, SocketState, ThreadState, counter,
 };
 
 /// `BPF_F_MMAPABLE`: userspace maps the array into its memory and reads it without syscalls.
@@ -136,6 +136,10 @@ pub static SIGPIPE_DELIVERY_WANTED: LruHashMap<u32, u32> = LruHashMap::with_max_
 /// What the inspection program read, for userspace that ran it.
 #[map]
 pub static INSPECTED: Array<PipeState> = Array::with_max_entries(1, 0);
+
+/// What the socket inspection program read, for userspace that ran it.
+#[map]
+pub static INSPECTED_SOCKET: Array<SocketState> = Array::with_max_entries(1, 0);
 
 /// What the thread inspection program read, for userspace that ran it.
 #[map]

@@ -14,7 +14,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::RawTracePointContext,
 };
-use stdtrace_common::{SigpipeRecord, counter, record_kind};
+use stdtrace_common::{SigpipeRecord, counter, record_kind, syscall};
 
 use crate::{
     config,
@@ -30,9 +30,9 @@ const EPIPE: u64 = 32;
 const SI_USER: i32 = 0;
 const SI_KERNEL: i32 = 0x80;
 
-/// x86_64 numbers of the write-family syscalls.
+/// Whether x86_64 syscall `nr` is an output syscall (write and send families).
 fn is_write_syscall(nr: u64) -> bool {
-    matches!(nr, 1 | 18 | 20 | 296 | 328)
+    syscall::from_nr(nr).is_some()
 }
 
 /// `BPF_NOEXIST`: insert only if the key is new.

@@ -1,4 +1,5 @@
-//! The exit of a write-family syscall: filter, tally, and send what userspace needs.
+//! The exit of an output syscall (the write family, the send family): filter, tally, and send
+//! what userspace needs.
 //!
 //! Every `syscalls:sys_exit_*` tracepoint record has the same layout:
 //!
@@ -26,7 +27,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use stdtrace_common::{
-    BlockedWrite, FailureKey, G_SNAPSHOT_BYTES, Goroutine, KernelLayout, PAGE_SIZE,
+    BlockedWrite, FailureKey, G_SNAPSHOT_BYTES, Goroutine, KernelLayout, MSG_NOSIGNAL, PAGE_SIZE,
     REGS_COPY_WORDS, STACK_PAGES, WriteRecord, blocked_state, counter, go_flags, record_kind,
     syscall, write_flags,
 };
@@ -49,6 +50,15 @@ const RET_OFFSET: usize = 16;
 /// How many iovecs of a vectored write are summed into `count`.
 const MAX_IOVECS: u64 = 8;
 
+/// How many messages of a `sendmmsg` are summed into `count`.
+const MAX_MESSAGES: u64 = 4;
+
+/// `struct user_msghdr`: `msg_iov` and `msg_iovlen` offsets (x86_64 ABI, not a kernel layout).
+const MSGHDR_IOV: u64 = 16;
+const MSGHDR_IOVLEN: u64 = 24;
+/// `sizeof(struct mmsghdr)`: a `user_msghdr` (56 bytes), `unsigned int msg_len`, padding.
+const MMSGHDR_SIZE: u64 = 64;
+
 /// The return value in a `sys_exit_*` tracepoint record.
 #[inline(always)]
 pub fn ret_of(ctx: &TracePointContext) -> i64 {
@@ -67,13 +77,8 @@ pub fn on_raw_sys_exit(ctx: &RawTracePointContext) {
     let Some(nr) = kernel::read::<u64>(regs, layout.pt_regs_orig_ax) else {
         return;
     };
-    let syscall = match nr {
-        1 => syscall::WRITE,
-        20 => syscall::WRITEV,
-        18 => syscall::PWRITE64,
-        296 => syscall::PWRITEV,
-        328 => syscall::PWRITEV2,
-        _ => return,
+    let Some(syscall) = syscall::from_nr(nr) else {
+        return;
     };
     on_write_return(syscall, ret);
 }
@@ -415,14 +420,26 @@ unsafe fn fill_registers_and_stack(
     let reg = move |offset: u32| unsafe { saved_register(event, offset) };
 
     let count_arg = reg(layout.pt_regs_dx);
-    let count = match syscall {
-        syscall::WRITE | syscall::PWRITE64 => count_arg,
-        _ => {
-            let (total, flags) = sum_iovecs(reg(layout.pt_regs_si), count_arg);
-            unsafe { (*event).flags |= flags };
-            total
-        }
+    let (count, flags) = match syscall {
+        syscall::WRITE | syscall::PWRITE64 | syscall::SENDTO => (count_arg, 0),
+        syscall::SENDMSG => sum_message(reg(layout.pt_regs_si)),
+        // `unsigned int vlen`: only the low half of the register is the kernel's.
+        syscall::SENDMMSG => sum_messages(reg(layout.pt_regs_si), count_arg & 0xffff_ffff),
+        _ => sum_iovecs(reg(layout.pt_regs_si), count_arg),
     };
+    // The send family's flags: `sendmsg(fd, msg, flags)` has them third, `sendto` and
+    // `sendmmsg` fourth.
+    let send_flags = match syscall {
+        syscall::SENDMSG => count_arg,
+        syscall::SENDTO | syscall::SENDMMSG => reg(layout.pt_regs_r10),
+        _ => 0,
+    };
+    let nosignal = if send_flags & MSG_NOSIGNAL != 0 {
+        write_flags::NOSIGNAL
+    } else {
+        0
+    };
+    unsafe { (*event).flags |= flags | nosignal };
     unsafe { (*event).count = count };
 
     let base = reg(layout.pt_regs_sp) & !(PAGE_SIZE as u64 - 1);
@@ -457,6 +474,40 @@ unsafe fn fill_registers_and_stack(
 unsafe fn saved_register(event: *const WriteRecord, offset: u32) -> u64 {
     // The index is masked into the array, which the verifier needs to see.
     unsafe { (*event).regs[(offset as usize / 8) & (REGS_COPY_WORDS - 1)] }
+}
+
+/// Sums `iov_len` over the iovecs of the `struct user_msghdr` at `msg`.
+#[inline(always)]
+fn sum_message(msg: u64) -> (u64, u32) {
+    let (Some(iov), Some(iovlen)) = (
+        kernel::read_user::<u64>(msg, MSGHDR_IOV as i64),
+        kernel::read_user::<u64>(msg, MSGHDR_IOVLEN as i64),
+    ) else {
+        return (0, write_flags::COUNT_UNKNOWN);
+    };
+    sum_iovecs(iov, iovlen)
+}
+
+/// Sums the bytes of the first messages of a `sendmmsg` (`vlen` of them at `vec`).
+#[inline(always)]
+fn sum_messages(vec: u64, vlen: u64) -> (u64, u32) {
+    let mut total = 0u64;
+    let mut flags = 0;
+    for i in 0..MAX_MESSAGES {
+        if i >= vlen {
+            return (total, flags);
+        }
+        let (bytes, message_flags) = sum_message(vec + i * MMSGHDR_SIZE);
+        if message_flags & write_flags::COUNT_UNKNOWN != 0 {
+            return (0, write_flags::COUNT_UNKNOWN);
+        }
+        total = total.wrapping_add(bytes);
+        flags |= message_flags;
+    }
+    if vlen > MAX_MESSAGES {
+        flags |= write_flags::COUNT_PARTIAL;
+    }
+    (total, flags)
 }
 
 /// Sums `iov_len` over the first iovecs of a vectored write.

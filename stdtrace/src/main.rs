@@ -100,7 +100,11 @@ fn trace(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(stdtrace::session::run(config))
+    let code = runtime.block_on(stdtrace::session::run(config));
+    // A launched command that outlives tracing (`--duration`) still has its waiter blocked in
+    // waitpid: leave it, rather than wait for the command to exit.
+    runtime.shutdown_background();
+    code
 }
 
 fn init_logging(verbose: u8) {

@@ -11,8 +11,8 @@
 //!
 //! [`for_tests`] adds what only the tests and benchmarks use (`cargo xtask test`, `cargo xtask
 //! bench`, `cargo xtask setup`):
-//! - g++, bpftrace and strace from Debian's packages; podman, conmon, runc, containerd and
-//!   busybox-static for the container tests;
+//! - g++, bpftrace, strace and rsyslog from Debian's packages; podman, conmon, runc,
+//!   containerd and busybox-static for the container tests;
 //! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`).
 
 use std::{
@@ -33,13 +33,15 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 const BUILD_PACKAGES: [(&str, &str); 1] = [("gcc", "gcc")];
 
 /// Debian packages only the tests and benchmarks need. strace: the snapshot tests check under
-/// it that `stdtrace snapshot` makes no `bpf`, `ptrace` or signal-sending system call. The
-/// container tests run podman with conmon and runc (crun refuses hybrid cgroups), and
-/// containerd (with ctr), on an image made from busybox-static (no image can be pulled).
-const TEST_PACKAGES: [(&str, &str); 8] = [
+/// it that `stdtrace snapshot` makes no `bpf`, `ptrace` or signal-sending system call. rsyslogd:
+/// the socket tests start their own, on a socket in a temporary directory. The container tests
+/// run podman with conmon and runc (crun refuses hybrid cgroups), and containerd (with ctr), on
+/// an image made from busybox-static (no image can be pulled).
+const TEST_PACKAGES: [(&str, &str); 9] = [
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("strace", "strace"),
+    ("rsyslogd", "rsyslog"),
     ("podman", "podman"),
     ("conmon", "conmon"),
     ("runc", "runc"),
@@ -166,7 +168,11 @@ fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .filter(|(command, _)| {
-            output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none()
+            output(Command::new("sh").args([
+                "-c",
+                &format!("PATH=\"$PATH:/usr/sbin\"; command -v {command}"),
+            ]))
+            .is_none()
         })
         .map(|(_, package)| *package)
         .collect();

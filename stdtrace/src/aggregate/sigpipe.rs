@@ -125,7 +125,9 @@ impl SigpipeTracker {
             }
             return Vec::new();
         }
-        if report.errno != Some(Errno::EPIPE) {
+        // A send with MSG_NOSIGNAL raised no SIGPIPE: no story is waiting for it, and it must
+        // not be tied to one raised by an earlier write of its thread.
+        if report.errno != Some(Errno::EPIPE) || report.nosignal {
             return Vec::new();
         }
         let Some((_, fd)) = self.raised.remove(&report.tid) else {
@@ -386,6 +388,20 @@ mod tests {
         assert_eq!(told[0].stack, epipe(4, false).stack);
         assert!(tracker.exit(PID, 31, KILLED_BY_SIGPIPE).is_empty());
         assert_eq!(tracker.summary(&HashMap::new()).len(), 1);
+    }
+
+    #[test]
+    fn a_send_with_msg_nosignal_tells_no_story_and_takes_none() {
+        let mut tracker = SigpipeTracker::new();
+        let mut send = epipe(4, false);
+        send.syscall = "sendto".into();
+        send.nosignal = true;
+        assert!(tracker.write(&send).is_empty());
+        // A SIGPIPE raised by an earlier write of the thread is not this send's.
+        tracker.signal(&generated(Some(4), Disposition::Ignore, PID));
+        assert!(tracker.write(&send).is_empty());
+        assert_eq!(tracker.write(&epipe(4, false))[0].fate, Fate::Ignored);
+        assert!(tracker.exit(PID, 30, 0).is_empty());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use stdtrace_common::{BlockedWrite, go_flags, syscall};
 
 use crate::{
     enrich::{Inspector, go::GoTracker},
-    events::{ByteCount, WriteEvent, WriteOutcome, WriteSyscall, decode::saved_registers},
+    events::{
+        ByteCount, SavedRegisters, WriteEvent, WriteOutcome, WriteSyscall, decode::saved_registers,
+    },
     kernel::btf::RegsLayout,
     process::{
         activity::{self, SyscallState},
@@ -90,17 +92,13 @@ pub fn newly_stuck(
 fn stuck_event(blocked: &Blocked, now_ns: u64, regs_layout: &RegsLayout) -> Option<WriteEvent> {
     let write = &blocked.write;
     let sp = match activity::syscall_of(write.tgid, write.tid)? {
-        SyscallState::In { number, sp, .. } if syscalls::is_write(number) => sp,
+        SyscallState::In { number, sp, .. } if syscalls::is_output(number) => sp,
         _ => return None,
     };
     let syscall = WriteSyscall::from_raw(write.syscall)?;
-    let count = match syscall {
-        WriteSyscall::Write | WriteSyscall::Pwrite64 => ByteCount::Exact(write.count),
-        // The count argument of a vectored write is the number of iovecs.
-        _ => ByteCount::Unknown,
-    };
     let registers =
         (write.regs_len > 0).then(|| saved_registers(&write.regs, write.regs_len, regs_layout));
+    let count = requested_bytes(write.tgid, syscall, write.count, registers.as_ref());
     Some(WriteEvent {
         ts_ns: now_ns,
         pid: write.tgid,
@@ -117,7 +115,70 @@ fn stuck_event(blocked: &Blocked, now_ns: u64, regs_layout: &RegsLayout) -> Opti
         stack: memory::read_stack(write.tgid, sp),
         goroutine: (write.go.flags & go_flags::GO_PROCESS != 0).then_some(write.go),
         running_g: None,
+        nosignal: false,
     })
+}
+
+/// Bytes a blocked output syscall asked for: its count argument, or for a vectored write and
+/// the send family's messages, summed from its iovecs in the thread's memory (it is blocked:
+/// they do not change).
+fn requested_bytes(
+    pid: u32,
+    syscall: WriteSyscall,
+    count_arg: u64,
+    registers: Option<&SavedRegisters>,
+) -> ByteCount {
+    // rsi and rdx by DWARF register number.
+    let arg = |index: usize| registers.and_then(|registers| registers.0[index]);
+    let (Some(second), Some(third)) = (arg(4), arg(1)) else {
+        return match syscall {
+            WriteSyscall::Write | WriteSyscall::Pwrite64 | WriteSyscall::Sendto => {
+                ByteCount::Exact(count_arg)
+            }
+            _ => ByteCount::Unknown,
+        };
+    };
+    let total = match syscall {
+        WriteSyscall::Write | WriteSyscall::Pwrite64 | WriteSyscall::Sendto => Some(third),
+        WriteSyscall::Writev | WriteSyscall::Pwritev | WriteSyscall::Pwritev2 => {
+            iovec_bytes(pid, second, third)
+        }
+        WriteSyscall::Sendmsg => message_bytes(pid, second),
+        WriteSyscall::Sendmmsg => (0..third.min(MAX_MESSAGES))
+            .map(|index| message_bytes(pid, second + index * MMSGHDR_SIZE))
+            .sum(),
+    };
+    total.map_or(ByteCount::Unknown, ByteCount::Exact)
+}
+
+/// Messages of a blocked `sendmmsg` summed (the rest would not help a report).
+const MAX_MESSAGES: u64 = 64;
+/// `sizeof(struct mmsghdr)` on x86_64.
+const MMSGHDR_SIZE: u64 = 64;
+
+/// The bytes of the `struct user_msghdr` at `msg`: its `msg_iov` (offset 16), `msg_iovlen` (24).
+fn message_bytes(pid: u32, msg: u64) -> Option<u64> {
+    let header = memory::read(pid, msg + 16, 16)?;
+    let word = |at: usize| {
+        header
+            .get(at..at + 8)?
+            .try_into()
+            .ok()
+            .map(u64::from_ne_bytes)
+    };
+    iovec_bytes(pid, word(0)?, word(8)?)
+}
+
+/// The sum of `iov_len` over `count` iovecs at `iov` (at most `IOV_MAX`).
+fn iovec_bytes(pid: u32, iov: u64, count: u64) -> Option<u64> {
+    const IOV_MAX: u64 = 1024;
+    let bytes = memory::read(pid, iov, (count.min(IOV_MAX) * 16) as usize)?;
+    Some(
+        bytes
+            .chunks_exact(16)
+            .filter_map(|iovec| iovec[8..16].try_into().ok().map(u64::from_ne_bytes))
+            .sum(),
+    )
 }
 
 /// Finds the threads of `pid` blocked in a write right now (they blocked before stdtrace
@@ -137,7 +198,7 @@ pub fn adopt_blocked_threads(
         else {
             continue;
         };
-        if !syscalls::is_write(number) {
+        if !syscalls::is_output(number) {
             continue;
         }
         let Some(write) = blocked_thread(pid, tid, number, &args, sp, inspector, go) else {
@@ -162,6 +223,9 @@ fn write_syscall(name: &str) -> Option<u32> {
         "pwrite64" => syscall::PWRITE64,
         "pwritev" => syscall::PWRITEV,
         "pwritev2" => syscall::PWRITEV2,
+        "sendto" => syscall::SENDTO,
+        "sendmsg" => syscall::SENDMSG,
+        "sendmmsg" => syscall::SENDMMSG,
         _ => return None,
     })
 }
@@ -272,7 +336,7 @@ mod tests {
         // Until the kernel says it sleeps in write(2).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !matches!(activity::syscall_of(pid, tid),
-            Some(SyscallState::In { number, .. }) if syscalls::is_write(number))
+            Some(SyscallState::In { number, .. }) if syscalls::is_output(number))
         {
             assert!(
                 std::time::Instant::now() < deadline,

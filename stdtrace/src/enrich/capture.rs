@@ -162,6 +162,15 @@ impl Capture {
                     target.capacity = Some(state.capacity);
                     target.queued = Some(state.queued);
                 }
+                if let FdTarget {
+                    socket: Some(socket),
+                    readers,
+                    ..
+                } = &mut target
+                {
+                    let receivers = readers.as_deref().unwrap_or_default();
+                    super::socket::fill(socket, event.pid, event.fd, receivers, pipes);
+                }
                 // Nobody reads any more: who did, last.
                 if matches!(target.kind, TargetKind::Pipe | TargetKind::Fifo)
                     && target.read_ends == Some(0)

@@ -3,6 +3,8 @@
 //! it with the on-demand programs and the tracer's maps; [`NoInspection`] when the programs are
 //! not loaded; tests use a fake.
 
+use stdtrace_common::SocketState;
+
 use crate::report::record::LastReader;
 
 /// What a pipe holds.
@@ -57,6 +59,11 @@ pub trait Inspector {
 
     /// Thread `tid` of process `pid`, blocked in a syscall: its registers and since when.
     fn blocked_thread(&mut self, pid: u32, tid: u32) -> Option<BlockedThread>;
+
+    /// The queues and buffers of the socket behind fd `fd` of process `pid`.
+    fn socket_state(&mut self, _pid: u32, _fd: i32) -> Option<SocketState> {
+        None
+    }
 }
 
 /// No inspection (the tracer is not loaded): pipes' fill stays unknown.
@@ -89,6 +96,9 @@ pub mod fake {
         pub fill: Option<PipeFill>,
         pub last_reader: Option<LastReader>,
         pub thread: Option<BlockedThread>,
+        pub socket: Option<SocketState>,
+        /// (pid, fd) of every socket asked about.
+        pub asked_socket: Vec<(u32, i32)>,
         /// (pid, fd) of every pipe asked about.
         pub asked_fill: Vec<(u32, i32)>,
         /// Inodes asked about.
@@ -116,6 +126,11 @@ pub mod fake {
         fn blocked_thread(&mut self, pid: u32, tid: u32) -> Option<BlockedThread> {
             self.asked_thread.push((pid, tid));
             self.thread
+        }
+
+        fn socket_state(&mut self, pid: u32, fd: i32) -> Option<SocketState> {
+            self.asked_socket.push((pid, fd));
+            self.socket
         }
     }
 }

@@ -21,5 +21,6 @@ pub mod go;
 pub mod inspector;
 pub mod namer;
 pub mod parked;
+pub mod socket;
 
 pub use inspector::Inspector;

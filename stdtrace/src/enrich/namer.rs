@@ -74,6 +74,7 @@ impl Namer {
             duration_at_least: false,
             count,
             count_partial,
+            nosignal: event.nosignal,
             target: captured.target,
             stack,
             stack_end,

@@ -148,5 +148,6 @@ fn parked_event(
         stack,
         goroutine: Some(goroutine),
         running_g: None,
+        nosignal: false,
     }
 }

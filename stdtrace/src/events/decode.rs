@@ -132,6 +132,7 @@ fn decode_write(raw: &WriteRecord, regs_layout: &RegsLayout) -> Result<WriteEven
             stack_hi: raw.go.stack_hi,
             bytes: raw.g_snapshot.to_vec(),
         }),
+        nosignal: raw.flags & write_flags::NOSIGNAL != 0,
     })
 }
 
@@ -244,6 +245,27 @@ mod tests {
         assert_eq!(event.stack.base, 0x7ffd0000);
         assert_eq!(event.stack.bytes.len(), 4096);
         assert_eq!(event.stack.bytes[16], 0xaa);
+    }
+
+    #[test]
+    fn decodes_a_send_made_with_msg_nosignal() {
+        let mut raw = raw_failed_write();
+        raw.syscall = syscall::SENDMMSG;
+        raw.ret = -32;
+        raw.count = 65;
+        raw.flags = write_flags::REGS_VALID | write_flags::NOSIGNAL;
+        let Ok(Record::Write(event)) = decode(&bytes_of(&*raw), &layout()) else {
+            panic!()
+        };
+        assert_eq!(event.syscall, WriteSyscall::Sendmmsg);
+        assert_eq!(event.syscall.name(), "sendmmsg");
+        assert_eq!(event.count, ByteCount::Exact(65));
+        assert!(event.nosignal);
+        raw.flags = write_flags::REGS_VALID;
+        let Ok(Record::Write(event)) = decode(&bytes_of(&*raw), &layout()) else {
+            panic!()
+        };
+        assert!(!event.nosignal);
     }
 
     #[test]

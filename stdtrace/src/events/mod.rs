@@ -22,7 +22,7 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The write-family syscall a record is about.
+/// The output syscall (write or send family) a record is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WriteSyscall {
     Write,
@@ -30,6 +30,9 @@ pub enum WriteSyscall {
     Pwrite64,
     Pwritev,
     Pwritev2,
+    Sendto,
+    Sendmsg,
+    Sendmmsg,
 }
 
 impl WriteSyscall {
@@ -40,6 +43,9 @@ impl WriteSyscall {
             syscall::PWRITE64 => Self::Pwrite64,
             syscall::PWRITEV => Self::Pwritev,
             syscall::PWRITEV2 => Self::Pwritev2,
+            syscall::SENDTO => Self::Sendto,
+            syscall::SENDMSG => Self::Sendmsg,
+            syscall::SENDMMSG => Self::Sendmmsg,
             _ => return None,
         })
     }
@@ -51,6 +57,9 @@ impl WriteSyscall {
             Self::Pwrite64 => "pwrite64",
             Self::Pwritev => "pwritev",
             Self::Pwritev2 => "pwritev2",
+            Self::Sendto => "sendto",
+            Self::Sendmsg => "sendmsg",
+            Self::Sendmmsg => "sendmmsg",
         }
     }
 }
@@ -153,6 +162,8 @@ pub struct WriteEvent {
     pub goroutine: Option<Goroutine>,
     /// For a process it did not know yet: the start of the running `g`, if Go code wrote.
     pub running_g: Option<RunningG>,
+    /// A send-family call made with `MSG_NOSIGNAL`: EPIPE raised no SIGPIPE.
+    pub nosignal: bool,
 }
 
 /// The start of the `g` that made a write, copied by the kernel program for a process it did
@@ -282,6 +293,7 @@ pub mod samples {
             stack: StackSnapshot::default(),
             goroutine: None,
             running_g: None,
+            nosignal: false,
         }
     }
 }

@@ -408,6 +408,16 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, BtfError> {
         task_pid: btf.member_offset("task_struct", "pid")?,
         pt_regs_r14: btf.member_offset("pt_regs", "r14")?,
         pt_regs_ip: btf.member_offset("pt_regs", "ip")?,
+        pt_regs_r10: btf.member_offset("pt_regs", "r10")?,
+        socket_alloc_inode: btf.member_offset("socket_alloc", "vfs_inode")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        sock_receive_qlen: btf.member_offset("sock", "sk_receive_queue.qlen")?,
+        sock_max_ack_backlog: btf.member_offset("sock", "sk_max_ack_backlog")?,
+        sock_rcvbuf: btf.member_offset("sock", "sk_rcvbuf")?,
+        sock_sndbuf: btf.member_offset("sock", "sk_sndbuf")?,
+        sock_wmem_queued: btf.member_offset("sock", "sk_wmem_queued")?,
+        sock_wmem_alloc: btf.member_offset("sock", "sk_wmem_alloc")?,
+        sock_rmem_alloc: btf.member_offset("sock", "sk_backlog.rmem_alloc")?,
         _pad: 0,
     })
 }

@@ -12,7 +12,7 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
 };
 
-use stdtrace_common::{PAGE_SIZE, PipeState, reader_gone};
+use stdtrace_common::{PAGE_SIZE, PipeState, SocketState, reader_gone};
 
 use super::loader::Tracer;
 use crate::{
@@ -78,6 +78,18 @@ impl Inspector for Tracer {
         for &pid in pids {
             if let Err(err) = self.watch_reader(pid) {
                 log::debug!("watching reader {pid}: {err:#}");
+            }
+        }
+    }
+
+    fn socket_state(&mut self, pid: u32, fd: i32) -> Option<SocketState> {
+        let handle = open_path(pid, fd)?;
+        match self.inspect_socket(&handle) {
+            Ok(state) if state.valid != 0 => Some(state),
+            Ok(_) => None,
+            Err(err) => {
+                log::debug!("reading the socket of fd {fd} of pid {pid}: {err:#}");
+                None
             }
         }
     }

@@ -9,7 +9,7 @@ use aya::{
     programs::{ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
 };
 use stdtrace_common::{
-    FailureKey, GoLayout, PipeState, ReaderGone, ThreadState, TracerConfig, counter,
+    FailureKey, GoLayout, PipeState, ReaderGone, SocketState, ThreadState, TracerConfig, counter,
 };
 
 use super::{
@@ -22,12 +22,15 @@ use super::{
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stdtrace"));
 
 /// The write-family exit tracepoints, as (program name, tracepoint name).
-pub const WRITE_TRACEPOINTS: [(&str, &str); 5] = [
+pub const WRITE_TRACEPOINTS: [(&str, &str); 8] = [
     ("sys_exit_write", "sys_exit_write"),
     ("sys_exit_writev", "sys_exit_writev"),
     ("sys_exit_pwrite64", "sys_exit_pwrite64"),
     ("sys_exit_pwritev", "sys_exit_pwritev"),
     ("sys_exit_pwritev2", "sys_exit_pwritev2"),
+    ("sys_exit_sendto", "sys_exit_sendto"),
+    ("sys_exit_sendmsg", "sys_exit_sendmsg"),
+    ("sys_exit_sendmmsg", "sys_exit_sendmmsg"),
 ];
 
 /// The scheduler raw tracepoints that follow forks, execs and exits, and see writes block.
@@ -60,6 +63,7 @@ const CLOSE_TRACEPOINT: &str = "sys_enter_close";
 
 /// The inspection programs, run on demand and never attached.
 const INSPECT_PIPE: &str = "inspect_pipe";
+const INSPECT_SOCKET: &str = "inspect_socket";
 const INSPECT_THREAD: &str = "inspect_thread";
 
 /// Default size of the ring buffer, in bytes (a power of two, a multiple of the page size).
@@ -115,8 +119,8 @@ fn load_object(config: &TracerConfig, ring_bytes: u32) -> Result<Ebpf, LoadError
         .map_err(LoadError::Load)
 }
 
-/// The benchmark's floor: one program on the same hook as stdtrace's write programs that only
-/// checks the return value (and, on the raw hook, the syscall number). Detached when dropped.
+/// The benchmark's floor: one program on the same hooks as stdtrace's `write` and `sendto`
+/// programs that only checks the return value (and, on the raw hook, the syscall number). Detached when dropped.
 pub struct Floor {
     _ebpf: Ebpf,
 }
@@ -134,12 +138,15 @@ impl Floor {
                     program: "floor_exit_write",
                     source,
                 })?;
-                program
-                    .attach("syscalls", "sys_exit_write")
-                    .map_err(|source| LoadError::Attach {
-                        what: "tracepoint syscalls/sys_exit_write".to_owned(),
-                        source,
-                    })?;
+                // The same program on a send's exit: the floor of the send loads.
+                for tracepoint in ["sys_exit_write", "sys_exit_sendto"] {
+                    program
+                        .attach("syscalls", tracepoint)
+                        .map_err(|source| LoadError::Attach {
+                            what: format!("tracepoint syscalls/{tracepoint}"),
+                            source,
+                        })?;
+                }
             }
             Hook::Raw => {
                 let program: &mut RawTracePoint = ebpf
@@ -194,7 +201,7 @@ impl Tracer {
         let raw_write = (hook == Hook::Raw).then_some(RAW_SYS_EXIT);
         for program in LIFECYCLE_TRACEPOINTS
             .into_iter()
-            .chain([INSPECT_PIPE, INSPECT_THREAD])
+            .chain([INSPECT_PIPE, INSPECT_SOCKET, INSPECT_THREAD])
             .chain(raw_write)
         {
             tracer
@@ -376,6 +383,26 @@ impl Tracer {
             source,
         };
         let inspected: Array<&MapData, PipeState> = Array::try_from(map).map_err(map_error)?;
+        inspected.get(&0, 0).map_err(map_error)
+    }
+
+    /// Reads the queues and buffers of the socket behind `fd`, one of this process's own
+    /// descriptors (an `O_PATH` one reaches the socket's inode without opening it).
+    pub fn inspect_socket(&mut self, fd: &impl AsRawFd) -> Result<SocketState, LoadError> {
+        let mut options = RawTracePointRunOptions::new();
+        options.args[0] = fd.as_raw_fd() as u64;
+        self.raw_tracepoint(INSPECT_SOCKET)?
+            .test_run(options)
+            .map_err(LoadError::Inspect)?;
+        let map = self
+            .ebpf
+            .map("INSPECTED_SOCKET")
+            .ok_or(LoadError::MissingMap("INSPECTED_SOCKET"))?;
+        let map_error = |source| LoadError::Map {
+            map: "INSPECTED_SOCKET",
+            source,
+        };
+        let inspected: Array<&MapData, SocketState> = Array::try_from(map).map_err(map_error)?;
         inspected.get(&0, 0).map_err(map_error)
     }
 

@@ -128,7 +128,7 @@ pub fn of_thread(pid: u32, tid: u32, fds: &[i32]) -> Option<Activity> {
             (
                 Some(name),
                 !stopped && syscalls::is_read(number) && fds.contains(&fd),
-                sleeping && syscalls::is_write(number),
+                sleeping && syscalls::is_output(number),
             )
         }
         _ => (None, false, false),

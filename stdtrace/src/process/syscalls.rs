@@ -13,11 +13,21 @@ pub fn name(number: i64) -> Option<&'static str> {
     Sysno::new(number).map(|sysno| sysno.name())
 }
 
-/// Whether the system call writes to an fd (the family stdtrace traces).
-pub fn is_write(number: i64) -> bool {
+/// Whether the system call is an output syscall stdtrace traces: it writes to an fd (the write
+/// family) or sends on a socket (the send family).
+pub fn is_output(number: i64) -> bool {
     matches!(
         name(number),
-        Some("write" | "writev" | "pwrite64" | "pwritev" | "pwritev2")
+        Some(
+            "write"
+                | "writev"
+                | "pwrite64"
+                | "pwritev"
+                | "pwritev2"
+                | "sendto"
+                | "sendmsg"
+                | "sendmmsg"
+        )
     )
 }
 
@@ -45,7 +55,8 @@ mod tests {
         // A number in the gap between the old and the new numbering.
         assert_eq!(name(400), None);
         assert_eq!(name(451), Some("cachestat"));
-        assert!(is_write(20) && is_write(328) && !is_write(0));
+        assert!(is_output(20) && is_output(328) && !is_output(0));
+        assert!(is_output(44) && is_output(46) && is_output(307));
         assert!(is_read(0) && !is_read(1));
     }
 }

@@ -182,6 +182,9 @@ pub struct WriteReport {
     /// `count` is a lower bound (a vectored write with many iovecs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub count_partial: bool,
+    /// A send-family call made with `MSG_NOSIGNAL`: EPIPE raised no SIGPIPE.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nosignal: bool,
     pub target: FdTarget,
     pub stack: Vec<FrameReport>,
     /// Why the stack ends where it does, when it ends early.
@@ -521,6 +524,40 @@ pub struct SocketInfo {
     /// Bytes received and not yet read here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receive_queue: Option<u64>,
+    /// This socket's send buffer size in bytes (`sk_sndbuf`): a send blocks once the bytes in
+    /// flight reach it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_buffer: Option<u64>,
+    /// For TCP: retransmissions of the oldest unacknowledged segment (`retrnsmt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retransmits: Option<u64>,
+    /// The other end's receiving side, as its kernel `struct sock` and the socket
+    /// diagnostics say (for unix sockets and connections within this host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<SocketPeer>,
+}
+
+/// The receiving side of a socket's other end: how full its receive queue is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketPeer {
+    /// The other end's socket inode.
+    pub inode: u64,
+    /// Bytes queued to be read there (stream sockets and TCP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_queue: Option<u64>,
+    /// For a datagram socket: datagrams queued to be read there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_datagrams: Option<u64>,
+    /// For a unix datagram socket: the queue's limit in datagrams (`net.unix.max_dgram_qlen`
+    /// when it was created); senders block (or get EAGAIN) once more than this are queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_datagrams: Option<u64>,
+    /// Memory its queued buffers take, overhead included (`sk_rmem_alloc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_memory: Option<u64>,
+    /// Its receive buffer's size (`sk_rcvbuf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_buffer: Option<u64>,
 }
 
 /// What a process is doing.
@@ -576,6 +613,7 @@ pub mod samples {
             duration_at_least: false,
             count: Some(1),
             count_partial: false,
+            nosignal: false,
             target: FdTarget {
                 kind: TargetKind::Pipe,
                 inode: Some(40213),

@@ -7,14 +7,16 @@ use std::io::{self, Write};
 use super::{
     Clock,
     record::{
-        BlockedState, Fate, FdTarget, FrameReport, GoReport, Peer, SigpipeReport, SocketInfo,
-        Summary, TargetKind, WriteReport,
+        BlockedState, Fate, FdTarget, FrameReport, GoReport, Peer, SigpipeReport, Summary,
+        TargetKind, WriteReport,
     },
     sanitize,
     style::Style,
     write_line,
 };
 use crate::aggregate::repeats::{RepeatLine, Repeated, Repeats};
+
+mod socket;
 
 /// The text report.
 pub struct TextOutput {
@@ -368,27 +370,8 @@ fn render_frame(style: Style, frame: &FrameReport) -> String {
     }
 }
 
-/// `(unix stream, established, peer socket:[40214], 212992 bytes unsent)`
-fn describe_socket(socket: &SocketInfo) -> String {
-    let mut parts = vec![socket.family.to_string()];
-    parts.extend(socket.socket_type.as_deref().map(str::to_owned));
-    parts.extend(socket.state.as_deref().map(str::to_owned));
-    if let (Some(local), Some(remote)) = (&socket.local, &socket.remote) {
-        parts.push(format!("{} -> {}", sanitize(local), sanitize(remote)));
-    } else if let Some(local) = &socket.local {
-        parts.push(sanitize(local));
-    }
-    if let Some(peer) = socket.peer_inode {
-        parts.push(format!("peer socket:[{peer}]"));
-    }
-    if let Some(queued) = socket.send_queue {
-        parts.push(format!("{queued} bytes unsent"));
-    }
-    format!("({})", parts.join(", "))
-}
-
 /// `reader pid 813 (log-shipper) sleeping in clock_nanosleep, not reading`
-fn reader_activity(reader: &Peer) -> String {
+pub(super) fn reader_activity(reader: &Peer) -> String {
     let who = format!(
         "reader pid {} ({}){}",
         reader.pid,
@@ -426,6 +409,16 @@ fn peers(list: &[Peer]) -> String {
 
 /// `pipe:[40213] (non-blocking); readers: none, nobody holds the read end; writers: pid 812 (w)`
 pub fn describe_target(target: &FdTarget) -> String {
+    if target.kind == TargetKind::Socket
+        && let Some(socket) = &target.socket
+        && socket.family != "other"
+    {
+        let mut text = socket::describe_socket_target(target, socket);
+        if let Some(unknown) = &target.unknown {
+            text.push_str(&format!(" ({})", sanitize(unknown)));
+        }
+        return text;
+    }
     let name = match (&target.path, target.kind) {
         (Some(path), _) => sanitize(path),
         (None, kind) => format!("{kind:?}").to_lowercase(),
@@ -445,7 +438,7 @@ pub fn describe_target(target: &FdTarget) -> String {
         text.push_str(&format!(" {queued}/{capacity} bytes queued"));
     }
     if let Some(socket) = &target.socket {
-        text.push_str(&format!(" {}", describe_socket(socket)));
+        text.push_str(&format!(" {}", socket::describe_socket(socket)));
     }
     if let Some(readers) = &target.readers
         && readers.iter().any(|reader| reader.activity.is_some())

@@ -67,7 +67,7 @@ pub fn blocked_writers(pid: u32) -> Result<(Vec<BlockedWriter>, usize), ScanErro
         else {
             continue;
         };
-        if !syscalls::is_write(number) {
+        if !syscalls::is_output(number) {
             continue;
         }
         let Some(syscall) = syscalls::name(number).and_then(write_syscall) else {
@@ -113,6 +113,8 @@ pub fn blocked_writers(pid: u32) -> Result<(Vec<BlockedWriter>, usize), ScanErro
                 stack,
                 goroutine: None,
                 running_g: None,
+                // What a send asked for shows only in its result: a snapshot sees none.
+                nosignal: false,
             },
             at_least: true,
         });
@@ -150,6 +152,9 @@ fn write_syscall(name: &str) -> Option<WriteSyscall> {
         "pwrite64" => WriteSyscall::Pwrite64,
         "pwritev" => WriteSyscall::Pwritev,
         "pwritev2" => WriteSyscall::Pwritev2,
+        "sendto" => WriteSyscall::Sendto,
+        "sendmsg" => WriteSyscall::Sendmsg,
+        "sendmmsg" => WriteSyscall::Sendmmsg,
         _ => return None,
     })
 }
@@ -157,7 +162,11 @@ fn write_syscall(name: &str) -> Option<WriteSyscall> {
 /// The bytes asked for: the count argument, or the iovecs summed.
 fn byte_count(pid: u32, syscall: WriteSyscall, args: &[u64; 6]) -> ByteCount {
     match syscall {
-        WriteSyscall::Write | WriteSyscall::Pwrite64 => ByteCount::Exact(args[2]),
+        WriteSyscall::Write | WriteSyscall::Pwrite64 | WriteSyscall::Sendto => {
+            ByteCount::Exact(args[2])
+        }
+        // The iovecs sit behind a msghdr (or several): not read here.
+        WriteSyscall::Sendmsg | WriteSyscall::Sendmmsg => ByteCount::Unknown,
         WriteSyscall::Writev | WriteSyscall::Pwritev | WriteSyscall::Pwritev2 => {
             let count = args[2];
             let read = count.min(MAX_IOVECS);

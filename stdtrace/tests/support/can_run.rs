@@ -22,7 +22,8 @@ pub enum Need<'a> {
     GoFixtures,
     /// ptrace of the test's own children, found not permitted by the caller's own attempt.
     Ptrace,
-    /// A program `cargo xtask setup` installs from Debian's packages (podman, containerd, ...).
+    /// A program `cargo xtask setup` installs from Debian's packages (podman, containerd,
+    /// rsyslogd, ...).
     Program(&'a Path),
 }
 
@@ -32,6 +33,7 @@ impl Need<'_> {
         match self {
             Need::Root => "run the tests as root",
             Need::GoFixture(_) | Need::GoFixtures => "run `cargo xtask go-fixtures`",
+            Need::Program(_) => "run `cargo xtask setup` as root",
             Need::Ptrace => {
                 "allow ptrace of the tests' own children: no seccomp rule against it, Yama scope 0 or 1"
             }

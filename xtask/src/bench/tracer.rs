@@ -12,8 +12,8 @@ use anyhow::{Context as _, Result, bail};
 
 use super::Paths;
 
-/// bpftrace's one-liner: failed writes by pid and user stack.
-const BPFTRACE_PROGRAM: &str = "tracepoint:syscalls:sys_exit_write /args->ret == -11 || args->ret == -32/ { @[pid, ustack] = count(); }";
+/// bpftrace's one-liner: failed writes and sends by pid and user stack.
+const BPFTRACE_PROGRAM: &str = "tracepoint:syscalls:sys_exit_write,tracepoint:syscalls:sys_exit_sendto /args->ret == -11 || args->ret == -32/ { @[pid, ustack] = count(); }";
 
 /// A tracer configuration of the write-path benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,16 +19,28 @@ pub(super) enum Load {
     Epipe,
     /// One write to /dev/null in ten syscalls.
     Mixed,
+    /// One-byte sends on a unix socketpair that succeed (each read back by the same thread).
+    SendGood,
+    /// Sends that all fail with EPIPE.
+    SendEpipe,
 }
 
 impl Load {
-    pub(super) const ALL: [Load; 3] = [Load::Good, Load::Epipe, Load::Mixed];
+    pub(super) const ALL: [Load; 5] = [
+        Load::Good,
+        Load::Epipe,
+        Load::Mixed,
+        Load::SendGood,
+        Load::SendEpipe,
+    ];
 
     pub(super) fn name(self) -> &'static str {
         match self {
             Load::Good => "writes that succeed (ns per write)",
             Load::Epipe => "all-EPIPE storm (ns per write)",
             Load::Mixed => "1 write in 10 syscalls (ns per syscall)",
+            Load::SendGood => "sends that succeed (ns per send, recv included)",
+            Load::SendEpipe => "all-EPIPE send storm (ns per send)",
         }
     }
 
@@ -37,6 +49,8 @@ impl Load {
             Load::Good => "good",
             Load::Epipe => "epipe",
             Load::Mixed => "mixed",
+            Load::SendGood => "send_good",
+            Load::SendEpipe => "send_epipe",
         }
     }
 }
@@ -79,6 +93,8 @@ pub(super) fn write_path(paths: &Paths, scale: Scale) -> Result<Value> {
                     Load::Good => ("devnull", scale.writes),
                     Load::Epipe => ("epipe", scale.epipe_writes),
                     Load::Mixed => ("mixed", scale.writes / 10),
+                    Load::SendGood => ("sendgood", scale.writes),
+                    Load::SendEpipe => ("sendepipe", scale.epipe_writes),
                 };
                 let (ns, _, _) = run_loop(paths, i64::from(LOAD_CPU), mode, count)?;
                 times[t][l].push(ns);

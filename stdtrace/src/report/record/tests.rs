@@ -43,6 +43,14 @@ fn write_error_schema() {
             }]
         })
     );
+    let mut send = write_error();
+    send.syscall = "sendto".into();
+    send.nosignal = true;
+    let value = serde_json::to_value(send).unwrap();
+    assert_eq!(
+        (&value["syscall"], &value["nosignal"]),
+        (&json!("sendto"), &json!(true))
+    );
     let mut partial = write_error();
     partial.count_partial = true;
     partial.stack_end = Some("stack copy exhausted".into());
