@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
     let mut whole = record.to_vec();
     whole.resize(whole.len().max(size_of::<WriteRecord>()), 0);
     if let Ok(events::Record::Write(event)) = events::decode(&whole, &layout) {
-        let _ = (event.outcome.errno(), event.registers.map(|r| (r.ip(), r.sp())));
+        let _ = (
+            event.outcome.errno(),
+            event.registers.map(|r| (r.ip(), r.sp())),
+        );
     }
 });

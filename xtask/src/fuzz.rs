@@ -37,6 +37,18 @@ struct Target {
 
 const TARGETS: &[Target] = &[
     Target {
+        name: "recording",
+        max_len: 1 << 14,
+        patches_go: false,
+        seeds: |_| recording_seeds(),
+    },
+    Target {
+        name: "container_state",
+        max_len: 1 << 14,
+        patches_go: false,
+        seeds: |s| container_seeds(s),
+    },
+    Target {
         name: "elf_symbols",
         max_len: 1 << 17,
         patches_go: false,
@@ -343,4 +355,45 @@ mod tests {
         );
         assert_eq!(fuzzing_seconds("nothing"), None);
     }
+}
+
+/// Recordings as `stdtrace record` writes them: a header, records, a summary, and a cut one.
+fn recording_seeds() -> Vec<Vec<u8>> {
+    let whole = concat!(
+        r#"{"type":"header","schema":1,"stdtrace":"0.1.0","recording":"1-2","file":0,"kernel":"6.18.0","node":"n","host":"h","boot_id":"b","options":["record"],"wall_minus_monotonic_ns":1,"ts_ns":5}"#,
+        "\n",
+        r#"{"type":"write_error","ts_ns":6,"pid":812,"tid":812,"comm":"writer","syscall":"write","fd":4,"errno":"EPIPE","count":1,"target":{"kind":"pipe","inode":1,"readers":[],"writers":[]},"stack":[]}"#,
+        "\n",
+        r#"{"type":"summary","duration_ms":1,"stopped":"interrupted","failed_writes":1,"reported":1,"dropped":0,"repeats":0,"totals":[],"blocked_writes":0,"stuck":[],"sigpipes":[],"kernel":{}}"#,
+        "\n",
+    );
+    vec![
+        whole.as_bytes().to_vec(),
+        whole.as_bytes()[..whole.len() / 2].to_vec(),
+    ]
+}
+
+/// This machine's cgroup lines, and bundles shaped as podman, containerd and docker write them.
+fn container_seeds(seeds: &Seeds) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = seeds
+        .proc_files("cgroup")
+        .into_iter()
+        .map(|file| [&[0u8][..], &file].concat())
+        .collect();
+    out.push(b"\x000::/libpod_parent/libpod-cad264df46f47106f4671aa3f6ae9e73e539a7582bac636d4a4f0a214cedd15b\n".to_vec());
+    out.push(
+        [
+            &[1u8][..],
+            br#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.pod.name":"web-0","io.kubernetes.pod.namespace":"prod","io.kubernetes.container.name":"app","io.kubernetes.cri.sandbox-name":"web-0"}}"#,
+        ]
+        .concat(),
+    );
+    out.push(
+        [
+            &[2u8][..],
+            br#"{"ID":"abc","Name":"/web","Config":{"Image":"busybox","Labels":{"io.kubernetes.pod.name":"web-0"}}}"#,
+        ]
+        .concat(),
+    );
+    out
 }
