@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stdtrace::btf::{self, Btf, RegsLayout};
+use stdtrace::kernel::btf::{self, Btf, RegsLayout};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(btf) = Btf::parse(data) else {

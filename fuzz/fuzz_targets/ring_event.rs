@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stdtrace::{btf::RegsLayout, events};
+use stdtrace::{events, kernel::btf::RegsLayout};
 use stdtrace_common::WriteRecord;
 
 fuzz_target!(|data: &[u8]| {

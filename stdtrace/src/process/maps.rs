@@ -178,6 +178,19 @@ fn parse_line(line: &[u8]) -> Option<Mapping> {
 mod tests {
     use super::*;
 
+    /// A maps file on which procfs-core 0.18's `MemoryMaps` panics (a slice past the end of a
+    /// line; found by the `procfs_crate` fuzz target): ours reads its first mapping.
+    #[test]
+    fn a_maps_file_that_panicked_procfs() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/fuzz/procfs_crate-maps-slice"
+        );
+        let bytes = std::fs::read(path).expect("the fuzz finding is in fixtures/fuzz");
+        let maps = ProcessMaps::parse(1, &bytes);
+        assert_eq!(maps.mappings.first().map(|m| m.start), Some(0x55982bfa7000));
+    }
+
     const SAMPLE: &[u8] = b"\
 55d4c3a00000-55d4c3a02000 r--p 00000000 fe:01 1311234                    /usr/bin/cat
 55d4c3a02000-55d4c3a07000 r-xp 00002000 fe:01 1311234                    /usr/bin/cat
