@@ -15,7 +15,7 @@ use std::{path::PathBuf, process::Output};
 
 use can_run::Need;
 use serde_json::Value;
-use stdtrace::{field, json_lines};
+use stdtrace::{announcement, field, json_lines, of_type, summary};
 
 fn sigpipe_writer() -> PathBuf {
     fixtures::build_c(
@@ -42,26 +42,6 @@ fn go_fixture(version: &str, program: &str) -> Option<PathBuf> {
         .join("default")
         .join(program);
     can_run::require(Need::GoFixture(&path)).then_some(path)
-}
-
-fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["type"] == kind).collect()
-}
-
-fn summary(records: &[Value]) -> &Value {
-    let last = records.last().expect("no output");
-    assert_eq!(last["type"], "summary", "{last}");
-    last
-}
-
-/// The line of a fixture's stderr that starts with `prefix`.
-fn announcement(output: &Output, prefix: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    stderr
-        .lines()
-        .find(|line| line.starts_with(prefix))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stderr}"))
 }
 
 fn u64_of(value: &Value) -> u64 {

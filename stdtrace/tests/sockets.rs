@@ -23,7 +23,9 @@ use std::{
 use can_run::Need;
 use rsyslogd::{StoppedRsyslogd, children_named, in_send, signal};
 use serde_json::Value;
-use stdtrace::{StderrLines, field, function_names, json_lines, write_errors};
+use stdtrace::{
+    StderrLines, announcement, field, function_names, json_lines, of_type, summary, write_errors,
+};
 
 fn send_epipe() -> PathBuf {
     fixtures::build_c(
@@ -31,26 +33,6 @@ fn send_epipe() -> PathBuf {
         "send_epipe",
         &["-O1", "-g", "-fno-omit-frame-pointer"],
     )
-}
-
-fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["type"] == kind).collect()
-}
-
-fn summary(records: &[Value]) -> &Value {
-    let last = records.last().expect("no output");
-    assert_eq!(last["type"], "summary", "{last}");
-    last
-}
-
-/// The line of a fixture's stderr that starts with `prefix`.
-fn announcement(output: &Output, prefix: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    stderr
-        .lines()
-        .find(|line| line.starts_with(prefix))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stderr}"))
 }
 
 /// The stuck `logger` record: into the stopped rsyslogd's socket, its queue full.

@@ -37,7 +37,6 @@ impl Need<'_> {
             Need::Ptrace => {
                 "allow ptrace of the tests' own children: no seccomp rule against it, Yama scope 0 or 1"
             }
-            Need::Program(_) => "run `cargo xtask setup`",
         }
     }
 }

@@ -214,3 +214,25 @@ pub fn field(line: &str, key: &str) -> u32 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
+
+/// The records of one `type`.
+pub fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == kind).collect()
+}
+
+/// The last record, which must be the summary.
+pub fn summary(records: &[Value]) -> &Value {
+    let last = records.last().expect("no output");
+    assert_eq!(last["type"], "summary", "{last}");
+    last
+}
+
+/// The line of a fixture's stderr that starts with `prefix`.
+pub fn announcement(output: &Output, prefix: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stderr}"))
+}
