@@ -158,17 +158,22 @@ pub enum ColorChoice {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrnoList(pub Vec<u32>);
 
-/// Parses `2`, `2s`, `1.5s`, `500ms`, `250us`, `1m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
+/// `1.5s` as `(1.5, "s")`: the leading number and what follows it, trimmed; `None` when it does
+/// not start with a number. Durations and sizes are both written this way.
+pub(crate) fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try 2, 2s, 500ms)"))?;
-    let scale = match unit.trim() {
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// Parses `2`, `2s`, `1.5s`, `500ms`, `250us`, `1m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (value, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (try 2, 2s, 500ms)"))?;
+    let scale = match unit {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 1e-3,
         "us" | "µs" => 1e-6,

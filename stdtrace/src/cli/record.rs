@@ -29,14 +29,9 @@ pub struct RecordArgs {
 /// Parses `16KiB`, `100MiB`, `1GiB`, `4096` (bytes); `KB`/`MB`/`GB` are powers of ten.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (try 16KiB, 100MiB, 1GiB)"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (value, unit) = super::number_and_unit(text)
+        .ok_or_else(|| format!("`{text}` is not a size (try 16KiB, 100MiB, 1GiB)"))?;
+    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kib" => 1024.0,
         "m" | "mib" => 1024.0 * 1024.0,
