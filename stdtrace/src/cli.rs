@@ -51,6 +51,12 @@ pub struct Cli {
     /// Log what stdtrace does to stderr; repeat for more detail.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Read procfs and the container runtimes' state from the host's filesystem mounted at
+    /// DIR (DIR/proc, DIR/var/lib/containers, DIR/run/containerd, DIR/var/log/pods, ...): for
+    /// stdtrace in a container as a node agent, with the host's pid namespace.
+    #[arg(long, value_name = "DIR", env = "STDTRACE_HOST_ROOT", global = true)]
+    pub host_root: Option<PathBuf>,
 }
 
 /// What stdtrace is asked to do.
@@ -338,7 +344,7 @@ fn process_id_of(pid: u32) -> Result<u32, ConfigError> {
     if pid == 0 || pid > i32::MAX as u32 {
         return Err(ConfigError::InvalidPid(pid));
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let status = std::fs::read_to_string(crate::process::host::host().pid_path(pid, "status"))
         .map_err(|_| ConfigError::NoSuchProcess(pid))?;
     let tgid = crate::process::status::field(&status, "Tgid")
         .and_then(|value| value.parse().ok())
