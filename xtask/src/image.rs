@@ -7,9 +7,10 @@
 //!
 //! Dynamic rather than static: a static glibc build would need `-C target-feature=+crt-static`
 //! for every dependency (and glibc warns that NSS then needs the same glibc at run time), the
-//! musl target is not installed here, and the three libraries are 2.6 MiB
-//! (`podman image ls` measures the image). Idempotent: the same binary gives the same layers
-//! (podman's build cache), and the archive and the tag are replaced.
+//! musl target is not installed here, and the three libraries are 2.2 MiB (measured: the image
+//! of the release build is 13.3 MB, its archive 4.5 MiB). Idempotent: the same binary gives the
+//! same layers (podman's build cache; a second run takes 3 s), and the archive and the tag are
+//! replaced.
 
 use std::path::PathBuf;
 

@@ -91,7 +91,9 @@ fn ensure_kubernetes_validate() -> Result<()> {
     util::run(
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet"])
-            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}")),
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
     )
 }
 

@@ -279,7 +279,7 @@ fn stuck_write_of<'a>(records: &'a [Value], writer: u64, output: &Output) -> &'a
         })
 }
 
-fn reader<'a>(stuck: &'a Value, conmon: i32) -> &'a Value {
+fn reader(stuck: &Value, conmon: i32) -> &Value {
     stuck["target"]["readers"]
         .as_array()
         .and_then(|readers| readers.iter().find(|reader| reader["pid"] == conmon))
@@ -310,10 +310,10 @@ fn the_daemonset_reports_a_stuck_container_as_the_host_does() {
         "the host's filesystem at /host"
     );
     // `--metrics` comes with the metrics work; a binary without it runs the rest.
-    if !knows_option("--metrics") {
-        if let Some(at) = run.args.iter().position(|arg| arg == "--metrics") {
-            run.args.drain(at..at + 2);
-        }
+    if !knows_option("--metrics")
+        && let Some(at) = run.args.iter().position(|arg| arg == "--metrics")
+    {
+        run.args.drain(at..at + 2);
     }
     build_agent_image();
     let stuck = StuckContainer::start();
