@@ -1,7 +1,8 @@
 //! stdtrace as a node agent: its image (built from scratch by the same code as `cargo xtask
 //! image`) runs under podman with exactly the privileges, mounts, environment and arguments of
 //! `deploy/kubernetes/stdtrace.yaml` (read from that file: the test proves the manifest, not a
-//! copy of it), and gives the same report of a stuck container as stdtrace on the host.
+//! copy of it), and gives the same report of a stuck container as stdtrace on the host; so does
+//! `stdtrace snapshot` (no BPF) in that container.
 
 use std::{
     collections::BTreeMap,
@@ -408,6 +409,43 @@ fn the_daemonset_reports_a_stuck_container_as_the_host_does() {
     ] {
         assert_eq!(agent_reader[key], host_reader[key], "{key}: {agent_reader}");
     }
+
+    // `snapshot` (no BPF) in the same container, with the same privileges, under the host root.
+    let writer = stuck.writer.to_string();
+    let snapshot = Command::new("podman")
+        .args(["--runtime", RUNC, "run", "--rm", "--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ])
+        .args(&run.flags)
+        .arg(AGENT_IMAGE)
+        .args([
+            "snapshot",
+            "--host-root",
+            "/host",
+            "--format",
+            "json",
+            "--pid",
+            &writer,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("podman run snapshot");
+    let snapshot_records = stdtrace::json_lines(&snapshot.stdout);
+    let from_snapshot = stuck_write_of(&snapshot_records, stuck.writer, &snapshot);
+    assert_eq!(from_snapshot["container"], *container, "{from_snapshot}");
+    assert_eq!(from_snapshot["node"], node.as_str(), "{from_snapshot}");
+    let snapshot_reader = reader(from_snapshot, stuck.conmon);
+    for key in ["comm", "role", "state", "serves", "sends_to"] {
+        assert_eq!(
+            snapshot_reader[key], host_reader[key],
+            "{key}: {snapshot_reader}"
+        );
+    }
+
     let sinks = agent_reader["sends_to"].as_array().expect("sends_to");
     assert!(
         sinks
