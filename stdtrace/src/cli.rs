@@ -400,6 +400,22 @@ mod tests {
     }
 
     #[test]
+    fn host_root_for_every_subcommand() {
+        // Node agents set STDTRACE_HOST_ROOT in their environment; not set for unit tests.
+        if std::env::var_os("STDTRACE_HOST_ROOT").is_some() {
+            return;
+        }
+        let host = Some(PathBuf::from("/host"));
+        assert_eq!(parse(&["--host-root", "/host"]).unwrap().host_root, host);
+        assert_eq!(parse(&[]).unwrap().host_root, None);
+        let snapshot = parse(&["snapshot", "--host-root", "/host", "--pid", "1"]).unwrap();
+        assert!(matches!(snapshot.subcommand, Some(Subcommand::Snapshot(_))));
+        assert_eq!(snapshot.host_root, host);
+        let record = parse(&["record", "--output", "/tmp/r", "--host-root", "/host"]).unwrap();
+        assert_eq!(record.host_root, host);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
