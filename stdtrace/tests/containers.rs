@@ -10,6 +10,8 @@
 
 #[path = "containers/containerd.rs"]
 mod containerd;
+#[path = "containers/in_container.rs"]
+mod in_container;
 
 #[path = "support/can_run.rs"]
 mod can_run;

@@ -83,8 +83,10 @@ impl Default for Capture {
 }
 
 impl Capture {
+    /// A capture that reads procfs and the runtimes' state under the installed host root
+    /// ([`crate::process::host::host`]).
     pub fn new() -> Self {
-        Self::with_host_root("/")
+        Self::with_host_root(crate::process::host::host().root())
     }
 
     /// A capture that reads the host's procfs and runtime state under `root` (where the
@@ -392,7 +394,8 @@ impl Capture {
     pub fn watch_readers_of(&mut self, pids: &[u32], pipes: &mut dyn Inspector) {
         let mut queries = Vec::new();
         for &pid in pids {
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            let Ok(fds) = std::fs::read_dir(crate::process::host::host().pid_path(pid, "fd"))
+            else {
                 continue;
             };
             for entry in fds.flatten() {

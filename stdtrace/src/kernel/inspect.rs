@@ -38,7 +38,11 @@ fn pipe_fill(state: &PipeState) -> Option<PipeFill> {
 
 /// Opens `/proc/PID/fd/N` with `O_PATH`: a handle on the inode, not an open end.
 fn open_path(pid: u32, fd: i32) -> Option<OwnedFd> {
-    let path = CString::new(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let path = crate::process::host::host().pid_path(pid, format!("fd/{fd}"));
+    let path = CString::new(std::os::unix::ffi::OsStringExt::into_vec(
+        path.into_os_string(),
+    ))
+    .ok()?;
     // SAFETY: a valid NUL-terminated path; O_PATH opens no file for reading or writing.
     let raw = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     // SAFETY: a fresh descriptor owned by nobody else.

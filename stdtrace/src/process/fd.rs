@@ -175,12 +175,12 @@ pub fn describe(
     kernel_view: Option<&FileIdentity>,
     special: &SpecialDevices,
 ) -> FdTarget {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+    let link = std::fs::read_link(crate::process::host::host().pid_path(pid, format!("fd/{fd}")))
         .ok()
         .map(|path| path.to_string_lossy().into_owned());
     let identity = match kernel_view {
         Some(identity) => Some(*identity),
-        None => std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+        None => std::fs::metadata(crate::process::host::host().pid_path(pid, format!("fd/{fd}")))
             .ok()
             .map(|metadata| FileIdentity::from_metadata(&metadata)),
     };
@@ -293,7 +293,7 @@ pub fn find_holders(queries: &[HolderQuery], exclude: u32) -> BTreeMap<HolderQue
         .iter()
         .any(|query| matches!(query, HolderQuery::PtyMaster(_)));
 
-    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+    let Ok(proc_dir) = std::fs::read_dir(crate::process::host::host().proc()) else {
         return answers;
     };
     for entry in proc_dir.flatten() {
@@ -307,7 +307,7 @@ pub fn find_holders(queries: &[HolderQuery], exclude: u32) -> BTreeMap<HolderQue
         if pid == exclude {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        let Ok(fds) = std::fs::read_dir(crate::process::host::host().pid_path(pid, "fd")) else {
             continue;
         };
         let mut comm = None;
@@ -399,7 +399,9 @@ fn fdinfo_flags(text: &str) -> Option<u32> {
 }
 
 fn access_mode(pid: u32, fd: i32) -> Option<Access> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let text =
+        std::fs::read_to_string(crate::process::host::host().pid_path(pid, format!("fdinfo/{fd}")))
+            .ok()?;
     match fdinfo_flags(&text)? & O_ACCMODE {
         0 => Some(Access::Read),
         1 => Some(Access::Write),
@@ -410,7 +412,9 @@ fn access_mode(pid: u32, fd: i32) -> Option<Access> {
 
 /// The `tty-index:` line the kernel adds to the fdinfo of a `/dev/ptmx` fd.
 fn tty_index(pid: u32, fd: i32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let text =
+        std::fs::read_to_string(crate::process::host::host().pid_path(pid, format!("fdinfo/{fd}")))
+            .ok()?;
     status::field(&text, "tty-index")?.parse().ok()
 }
 

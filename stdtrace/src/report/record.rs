@@ -11,10 +11,12 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 mod container;
+pub mod node;
 mod snapshot;
 
 pub use self::{
     container::{Container, OutputSink, Pod, Runtime, RuntimeRole},
+    node::Node,
     snapshot::{GoroutineRecord, SnapshotSummary},
 };
 pub use crate::errno::Errno;
@@ -154,6 +156,9 @@ pub struct GoReport {
 pub struct WriteReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     /// CLOCK_MONOTONIC nanoseconds: the syscall's exit, or when a stuck write was seen.
     pub ts_ns: u64,
     pub pid: u32,
@@ -271,6 +276,9 @@ pub struct KernelCounters {
 pub struct Summary {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     /// How long tracing ran, in milliseconds.
     pub duration_ms: u64,
     /// Why tracing stopped.
@@ -341,6 +349,9 @@ pub struct Header {
 pub struct RepeatReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     pub pid: u32,
     pub comm: String,
     pub syscall: Name,
@@ -366,6 +377,9 @@ pub struct SenderReport {
 pub struct SigpipeReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     /// When the (first) SIGPIPE was generated.
     pub ts_ns: u64,
     pub pid: u32,
@@ -599,6 +613,7 @@ pub mod samples {
 
     pub fn report() -> WriteReport {
         WriteReport {
+            node: Node("node-1".into()),
             record_type: RecordType::WriteError,
             ts_ns: 1,
             pid: 812,
