@@ -199,6 +199,8 @@ pub fn describe(
             queued: None,
             socket: None,
             last_reader: None,
+            pty: None,
+            master: None,
             unknown: Some(format!("fd {fd} of pid {pid} could not be looked at")),
         };
     };
@@ -224,6 +226,8 @@ pub fn describe(
             .then(|| super::socket::describe(pid, identity.ino))
             .flatten(),
         last_reader: None,
+        pty: None,
+        master: None,
         unknown: None,
     }
 }
@@ -381,6 +385,7 @@ fn add_peer(peers: &mut Vec<Peer>, pid: u32, comm: &str, fd: i32) {
             activity: None,
             container: None,
             runtime: None,
+            blocked_write: None,
         }),
     }
 }
