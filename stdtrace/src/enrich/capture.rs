@@ -135,6 +135,7 @@ impl Capture {
         pipes: &mut dyn Inspector,
     ) -> Vec<CapturedWrite> {
         let mut targets = Vec::with_capacity(events.len());
+        let mut identities = Vec::with_capacity(events.len());
         for event in &events {
             self.refresh_image(event);
             self.container_of(event.pid);
@@ -144,10 +145,13 @@ impl Capture {
                 event.file.as_ref(),
                 &self.special,
             ));
+            // A stuck write's event has no kernel view of its file: a FIFO's or a pty's other
+            // end is found by the file system it is on, from procfs then.
+            identities.push(event.file.or_else(|| fd::identity_of(event.pid, event.fd)));
         }
-        self.refresh_holders(&events, &targets, pipes);
+        self.refresh_holders(&targets, &identities, pipes);
         let mut captured = Vec::with_capacity(events.len());
-        for (event, mut target) in events.into_iter().zip(targets) {
+        for ((event, mut target), identity) in events.into_iter().zip(targets).zip(identities) {
             // For a write that waits (blocked, or EAGAIN: it would block), what the other end
             // is doing is the story.
             let waiting = !matches!(
@@ -157,14 +161,14 @@ impl Capture {
             self.complete_target(
                 event.pid,
                 event.fd,
-                event.file.as_ref(),
+                identity.as_ref(),
                 &mut target,
                 waiting,
                 pipes,
             );
             if waiting {
                 let mut visited =
-                    chain::Visited::new(event.pid, event.tid, &target, event.file.as_ref());
+                    chain::Visited::new(event.pid, event.tid, &target, identity.as_ref());
                 self.follow_chain(&mut target, 1, &mut visited, pipes);
             }
             super::pty::name_master(&mut target);
@@ -226,7 +230,10 @@ impl Capture {
             && let Some(holders) = self.holders_of(&query, pipes)
         {
             target.readers = Some(holders.readers);
-            if !matches!(query, HolderQuery::PtyMaster(_) | HolderQuery::Socket(_)) {
+            if !matches!(
+                query,
+                HolderQuery::PtyMaster { .. } | HolderQuery::Socket(_)
+            ) {
                 target.writers = Some(holders.writers);
             }
         }
@@ -332,17 +339,17 @@ impl Capture {
     /// that has no fresh answer yet.
     fn refresh_holders(
         &mut self,
-        events: &[WriteEvent],
         targets: &[FdTarget],
+        identities: &[Option<FileIdentity>],
         pipes: &mut dyn Inspector,
     ) {
         let now = Instant::now();
         self.holders
             .retain(|_, (when, _)| now.duration_since(*when) < HOLDERS_TTL);
-        let mut wanted: Vec<HolderQuery> = events
+        let mut wanted: Vec<HolderQuery> = targets
             .iter()
-            .zip(targets)
-            .filter_map(|(event, target)| HolderQuery::for_target(target, event.file.as_ref()))
+            .zip(identities)
+            .filter_map(|(target, identity)| HolderQuery::for_target(target, identity.as_ref()))
             .filter(|query| !self.holders.contains_key(query))
             .collect();
         wanted.sort();

@@ -77,9 +77,7 @@ impl Capture {
             .find(|writer| !visited.threads.contains(&(pid, writer.event.tid)))
             .or(writers.first())?;
         let event = &writer.event;
-        let identity = std::fs::metadata(format!("/proc/{pid}/fd/{}", event.fd))
-            .ok()
-            .map(|metadata| FileIdentity::from_metadata(&metadata));
+        let identity = fd::identity_of(pid, event.fd);
         let mut target = fd::describe(pid, event.fd, identity.as_ref(), &self.special);
         let query = HolderQuery::for_target(&target, identity.as_ref());
         let new_thread = visited.threads.insert((pid, event.tid));
