@@ -10,6 +10,8 @@
 
 #[path = "containers/containerd.rs"]
 mod containerd;
+#[path = "containers/pty.rs"]
+mod pty;
 
 #[path = "support/can_run.rs"]
 mod can_run;
