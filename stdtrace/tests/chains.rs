@@ -403,3 +403,123 @@ fn a_pty_master_no_process_holds() {
         "no process holds the master: {target}"
     );
 }
+
+/// Starts `yes` writing into `stdout`, holding (and never reading) `stdin`.
+fn yes_between(stdin: OwnedFd, stdout: OwnedFd, started: &mut Started) -> u32 {
+    let child = Command::new("yes")
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting yes");
+    started.0.push(child.id());
+    child.id()
+}
+
+/// The chain from `record`'s target through each reader's `blocked_write`: (reader pid, cut).
+fn chain_of(record: &Value) -> Vec<(u64, Option<String>)> {
+    let mut links = Vec::new();
+    let mut target = &record["target"];
+    while let Some(reader) = target["readers"].as_array().and_then(|readers| {
+        readers
+            .iter()
+            .find(|reader| reader.get("blocked_write").is_some())
+    }) {
+        let write = &reader["blocked_write"];
+        links.push((
+            reader["pid"].as_u64().unwrap_or_default(),
+            write["cut"].as_str().map(str::to_owned),
+        ));
+        target = &write["target"];
+    }
+    links
+}
+
+/// Two processes each writing into a pipe the other holds and never reads: the chain from one
+/// reaches the other, whose readers lead back to the first, and is cut there.
+#[test]
+fn a_cycle_of_stuck_writers_is_cut() {
+    if !can_run::require(Need::Root) {
+        return;
+    }
+    let mut started = Started::default();
+    let (first_read, first_write) = pipe();
+    let (second_read, second_write) = pipe();
+    let a = yes_between(second_read, first_write, &mut started);
+    let b = yes_between(first_read, second_write, &mut started);
+    wait_until("both to block writing", || {
+        blocked_writing_stdout(a) && blocked_writing_stdout(b)
+    });
+    let a_arg = a.to_string();
+    let output = stdtrace::run(&[
+        "--format",
+        "json",
+        "--stuck",
+        "500ms",
+        "--duration",
+        "2s",
+        "--pid",
+        &a_arg,
+    ]);
+    let records = json_lines(&output.stdout);
+    let stuck = stuck_of(&records, a);
+    assert_eq!(stuck.len(), 1, "{records:#?}");
+    // a → b (blocked writing into the pipe a holds) → a again: cut.
+    assert_eq!(
+        chain_of(stuck[0]),
+        vec![
+            (u64::from(b), None),
+            (u64::from(a), Some("cycle".to_owned()))
+        ],
+        "{}",
+        stuck[0]
+    );
+}
+
+/// Six stuck writers in a row: the chain is followed four deep, and says it was cut there.
+#[test]
+fn a_long_chain_is_followed_four_deep() {
+    if !can_run::require(Need::Root) {
+        return;
+    }
+    let mut started = Started::default();
+    let (mut upstream, first_write) = pipe();
+    let (stdin_read, stdin_write) = pipe();
+    let first = yes_between(stdin_read, first_write, &mut started);
+    drop(stdin_write);
+    let mut writers = vec![first];
+    for _ in 0..5 {
+        let (read, write) = pipe();
+        writers.push(yes_between(upstream, write, &mut started));
+        upstream = read;
+    }
+    let sleep = Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::from(upstream))
+        .spawn()
+        .expect("starting sleep");
+    started.0.push(sleep.id());
+    wait_until("every writer to block", || {
+        writers.iter().all(|&pid| blocked_writing_stdout(pid))
+    });
+    let first_arg = first.to_string();
+    let output = stdtrace::run(&[
+        "--format",
+        "json",
+        "--stuck",
+        "500ms",
+        "--duration",
+        "2s",
+        "--pid",
+        &first_arg,
+    ]);
+    let records = json_lines(&output.stdout);
+    let stuck = stuck_of(&records, first);
+    assert_eq!(stuck.len(), 1, "{records:#?}");
+    let expected: Vec<(u64, Option<String>)> = writers[1..5]
+        .iter()
+        .enumerate()
+        .map(|(depth, &pid)| (u64::from(pid), (depth == 3).then(|| "depth".to_owned())))
+        .collect();
+    assert_eq!(chain_of(stuck[0]), expected, "{}", stuck[0]);
+}
