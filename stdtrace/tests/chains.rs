@@ -25,15 +25,31 @@ use can_run::Need;
 use serde_json::Value;
 use stdtrace::json_lines;
 
-/// Processes the test started (or that they started), killed by pid on drop.
+/// Processes the test started, killed and waited for on drop, and those they started, killed
+/// by pid.
 #[derive(Default)]
-struct Started(Vec<u32>);
+struct Started {
+    children: Vec<Child>,
+    grandchildren: Vec<u32>,
+}
+
+impl Started {
+    fn add(&mut self, child: Child) -> u32 {
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+}
 
 impl Drop for Started {
     fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: signalling a process this test started, by its pid.
+        for &pid in &self.grandchildren {
+            // SAFETY: signalling a process this test's child started, by its pid.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -91,7 +107,7 @@ fn inode_of_fd(pid: u32, fd: i32) -> u64 {
         .ino()
 }
 
-fn stuck_of<'a>(records: &'a [Value], pid: u32) -> Vec<&'a Value> {
+fn stuck_of(records: &[Value], pid: u32) -> Vec<&Value> {
     records
         .iter()
         .filter(|record| {
@@ -106,30 +122,31 @@ fn script_pipeline(started: &mut Started) -> (u32, u32, u32, u64, u32) {
     let (read, write) = pipe();
     // script's own stdin: a pipe the test holds and never writes (EOF would end script).
     let (stdin_read, stdin_write) = pipe();
-    let sleep: Child = Command::new("sleep")
-        .arg("60")
-        .stdin(Stdio::from(read))
-        .spawn()
-        .expect("starting sleep");
-    started.0.push(sleep.id());
-    let script: Child = Command::new("script")
-        .args(["-qfc", "yes", "/dev/null"])
-        .stdin(Stdio::from(stdin_read))
-        .stdout(Stdio::from(write))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting script");
-    started.0.push(script.id());
+    let sleep = started.add(
+        Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::from(read))
+            .spawn()
+            .expect("starting sleep"),
+    );
+    let script = started.add(
+        Command::new("script")
+            .args(["-qfc", "yes", "/dev/null"])
+            .stdin(Stdio::from(stdin_read))
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting script"),
+    );
     // Held until the pipeline is killed: leaked on purpose, closed when the test exits.
     std::mem::forget(stdin_write);
-    let (script, sleep) = (script.id(), sleep.id());
     let mut yes = None;
     wait_until("script to start yes", || {
         yes = descendant(script, "yes");
         yes.is_some()
     });
     let yes = yes.unwrap_or_default();
-    started.0.push(yes);
+    started.grandchildren.push(yes);
     wait_until("script and yes to block writing", || {
         blocked_writing_stdout(script) && blocked_writing_stdout(yes)
     });
@@ -328,13 +345,13 @@ fn a_pty_master_no_process_holds() {
         )
     };
     let mut started = Started::default();
-    let mut yes = Command::new("yes")
-        .stdout(Stdio::from(slave))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting yes");
-    started.0.push(yes.id());
-    let pid = yes.id();
+    let pid = started.add(
+        Command::new("yes")
+            .stdout(Stdio::from(slave))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting yes"),
+    );
     send_fd(&sender, &master);
     drop(master);
     wait_until("yes to block writing", || blocked_writing_stdout(pid));
@@ -363,7 +380,7 @@ fn a_pty_master_no_process_holds() {
     drop(receiver);
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(status) = yes.try_wait().expect("waiting for yes") {
+        if let Some(status) = started.children[0].try_wait().expect("waiting for yes") {
             break status;
         }
         assert!(
@@ -406,14 +423,14 @@ fn a_pty_master_no_process_holds() {
 
 /// Starts `yes` writing into `stdout`, holding (and never reading) `stdin`.
 fn yes_between(stdin: OwnedFd, stdout: OwnedFd, started: &mut Started) -> u32 {
-    let child = Command::new("yes")
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting yes");
-    started.0.push(child.id());
-    child.id()
+    started.add(
+        Command::new("yes")
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting yes"),
+    )
 }
 
 /// The chain from `record`'s target through each reader's `blocked_write`: (reader pid, cut).
@@ -493,12 +510,13 @@ fn a_long_chain_is_followed_four_deep() {
         writers.push(yes_between(upstream, write, &mut started));
         upstream = read;
     }
-    let sleep = Command::new("sleep")
-        .arg("60")
-        .stdin(Stdio::from(upstream))
-        .spawn()
-        .expect("starting sleep");
-    started.0.push(sleep.id());
+    started.add(
+        Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::from(upstream))
+            .spawn()
+            .expect("starting sleep"),
+    );
     wait_until("every writer to block", || {
         writers.iter().all(|&pid| blocked_writing_stdout(pid))
     });
