@@ -109,6 +109,14 @@ fn a_chain_is_indented_under_its_writer_and_a_null_master_is_told() {
         })),
     }]);
     record.target.writers = None;
+    // Read back (`stdtrace report`) as written.
+    let json = serde_json::to_value(&record).unwrap();
+    assert_eq!(
+        json["target"]["readers"][0]["blocked_write"]["cut"],
+        "depth"
+    );
+    let back: WriteReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back.target, record.target);
     let captured = Captured::default();
     let mut text = TextOutput::new(Box::new(captured.clone()), false, false, Clock::now());
     text.write(&record).unwrap();
