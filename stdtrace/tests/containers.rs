@@ -12,6 +12,8 @@
 mod containerd;
 #[path = "containers/in_container.rs"]
 mod in_container;
+#[path = "containers/pty.rs"]
+mod pty;
 
 #[path = "support/can_run.rs"]
 mod can_run;

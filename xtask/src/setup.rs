@@ -39,8 +39,9 @@ const BUILD_PACKAGES: [(&str, &str); 1] = [("gcc", "gcc")];
 /// it that `stdtrace snapshot` makes no `bpf`, `ptrace` or signal-sending system call. rsyslogd:
 /// the socket tests start their own, on a socket in a temporary directory. The container tests
 /// run podman with conmon and runc (crun refuses hybrid cgroups), and containerd (with ctr), on
-/// an image made from busybox-static (no image can be pulled).
-const TEST_PACKAGES: [(&str, &str); 9] = [
+/// an image made from busybox-static (no image can be pulled). script (bsdutils, essential on
+/// Debian, listed for other bases): the chain test's `script -qfc yes /dev/null | sleep`.
+const TEST_PACKAGES: [(&str, &str); 10] = [
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("strace", "strace"),
@@ -50,6 +51,7 @@ const TEST_PACKAGES: [(&str, &str); 9] = [
     ("runc", "runc"),
     ("containerd", "containerd"),
     ("busybox", "busybox-static"),
+    ("script", "bsdutils"),
 ];
 
 /// What building stdtrace with its kernel programs, and running the demo, needs.

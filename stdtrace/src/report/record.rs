@@ -10,11 +10,13 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+mod chain;
 mod container;
 pub mod node;
 mod snapshot;
 
 pub use self::{
+    chain::{ChainedWrite, MAX_CHAIN_DEPTH, MasterSide, PtyBuffers},
     container::{Container, OutputSink, Pod, Runtime, RuntimeRole},
     node::Node,
     snapshot::{GoroutineRecord, SnapshotSummary},
@@ -447,6 +449,9 @@ pub struct Peer {
     /// `sends_to` that container's output.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeRole>,
+    /// It is itself blocked writing: that write, described (a chain of stuck writers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_write: Option<Box<ChainedWrite>>,
 }
 
 /// The process that held a pipe's read end last and let it go, as the kernel remembered it.
@@ -505,6 +510,17 @@ pub struct FdTarget {
     /// For a pipe nobody reads any more: who held the read end last, and when it let go.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_reader: Option<LastReader>,
+    /// For a pty slave: its kernel buffers toward the master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pty: Option<PtyBuffers>,
+    /// For a pty slave: the process holding the master side and what it is doing (also among
+    /// `readers`, where a chain continues); `null` when no process holds it.
+    #[serde(
+        default,
+        deserialize_with = "chain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub master: Option<MasterSide>,
     /// Why something could not be found out, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
@@ -641,6 +657,8 @@ pub mod samples {
                 queued: None,
                 socket: None,
                 last_reader: None,
+                pty: None,
+                master: None,
                 readers: Some(vec![]),
                 writers: Some(vec![Peer {
                     pid: 812,
@@ -649,6 +667,7 @@ pub mod samples {
                     activity: None,
                     container: None,
                     runtime: None,
+                    blocked_write: None,
                 }]),
                 unknown: None,
             },

@@ -218,6 +218,7 @@ fn container_and_role_schema() {
                 fd: 6,
             }],
         }),
+        blocked_write: None,
     }]);
     let value = serde_json::to_value(report).unwrap();
     assert_eq!(
