@@ -17,9 +17,10 @@ use super::{Bounds, Destination, LineQueue, OutputStats, buffer::RecordFile};
 /// stdout's queue holds this many records at most...
 pub const STDOUT_QUEUE_RECORDS: usize = 4096;
 
-/// ... and this many bytes (a stack's record is a few KiB): its memory is bounded whatever
-/// the records' sizes.
-pub const STDOUT_QUEUE_BYTES: usize = 1 << 20;
+/// ... and this many bytes (a write's record with its stack is about 2 KiB, so a hundred or
+/// more records): its memory is bounded whatever the records' sizes. It absorbs a reader's
+/// pauses; a reader that does not keep up loses records, counted, rather than stall tracing.
+pub const STDOUT_QUEUE_BYTES: usize = 256 * 1024;
 
 /// The reporter's side: every `write` call is one record, queued or dropped (and counted),
 /// never waited for. It fails (`BrokenPipe`) only once stdout's reader went away.
