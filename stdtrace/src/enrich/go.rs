@@ -87,8 +87,8 @@ struct Background {
 enum Found {
     /// A process that existed at start, its executable and what it is.
     Swept(u32, FileKey, Option<Arc<GoProgram>>),
-    /// An executable asked for.
-    Read(FileKey, Option<Arc<GoProgram>>),
+    /// An executable asked for (by this name).
+    Read(FileKey, String, Option<Arc<GoProgram>>),
 }
 
 impl GoTracker {
@@ -226,7 +226,13 @@ impl GoTracker {
                         self.remember(pid, key, program);
                     }
                 }
-                Found::Read(key, program) => {
+                Found::Read(key, name, program) => {
+                    if let Some(program) = &program {
+                        log::info!(
+                            "{name} is a {} program (read in the background)",
+                            program.version
+                        );
+                    }
                     self.by_file.insert(key, program.clone());
                     let waiting = self
                         .reader
@@ -327,21 +333,16 @@ impl GoTracker {
     }
 }
 
-/// The background thread, at the lowest priority: executables asked for first, and between
+/// The background thread: executables asked for first, and between
 /// them every process in `/proc` at start, each executable read once.
 fn read_in_background(
     own_pid: u32,
     asked: &Receiver<(FileKey, std::fs::File, String)>,
     found: &Sender<Found>,
 ) {
-    // SAFETY: setpriority on this thread's own id (Linux nices threads one by one).
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
-    }
     let read = |(key, file, name): (FileKey, std::fs::File, String)| {
         let program = read_program_from(&file, Path::new(&name)).map(Arc::new);
-        found.send(Found::Read(key, program)).is_ok()
+        found.send(Found::Read(key, name, program)).is_ok()
     };
     let started = std::time::Instant::now();
     let mut by_file: HashMap<FileKey, Option<Arc<GoProgram>>> = HashMap::new();
