@@ -174,6 +174,69 @@ fn every_goroutine_is_named_in_every_toolchain_and_flavour() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// Node-wide, executables are read in a background thread, never on the event loop: a Go
+/// program started after stdtrace is still known as Go (version, goroutine ids) by the time it
+/// fails its writes.
+#[test]
+fn node_wide_knows_a_go_program_started_after_it() {
+    if !can_run::require(Need::Root) {
+        return;
+    }
+    let Some((writer, go_version)) = fixture("1.25.5", "default") else {
+        return;
+    };
+    let mut tracer = stdtrace::command(&["--format", "json", "-v"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting stdtrace");
+    let mut tracer_stderr = StderrLines::new(tracer.stderr.take().unwrap());
+    tracer_stderr.wait_for("tracing every process", Duration::from_secs(30));
+    let mut stdout = stdtrace::Lines::new(tracer.stdout.take().unwrap());
+    let mut go = std::process::Command::new(&writer)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the Go writer");
+    let mut go_stderr = StderrLines::new(go.stderr.take().unwrap());
+    go_stderr.wait_for("ready pid=", Duration::from_secs(20));
+    let pid = go.id();
+    // Its exec was seen and its executable read in the background.
+    tracer_stderr.wait_for(
+        &format!("/proc/{pid}/exe is a {go_version} program (read in the background)"),
+        Duration::from_secs(60),
+    );
+    go.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(go.wait().unwrap().success());
+    let printed = go_stderr.all(Duration::from_secs(2));
+    let epipe_goid: u64 = printed
+        .iter()
+        .find_map(|line| line.strip_prefix("EPIPE goroutine="))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the writer printed {printed:#?}"));
+    stdout.wait_for_count(3, Duration::from_secs(30), |line| {
+        stdtrace::is_write_error_of(line, pid)
+    });
+    // SAFETY: signalling stdtrace, our own child, by its pid.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };
+    let status = stdtrace::wait_with_timeout(tracer, Duration::from_secs(30)).status;
+    assert_eq!(status.code(), Some(143));
+    let lines = stdout.all(Duration::from_secs(5));
+    let records = stdtrace::parse_json_lines(lines.iter().map(String::as_str));
+    let errors = stdtrace::write_errors(&records, pid);
+    assert!(
+        errors
+            .iter()
+            .all(|r| r["go"]["version"] == go_version.as_str()),
+        "{errors:#?}"
+    );
+    let epipe: Vec<_> = errors.iter().filter(|r| r["errno"] == "EPIPE").collect();
+    assert_eq!(epipe.len(), 1, "{errors:#?}");
+    assert_eq!(epipe[0]["go"]["goid"], epipe_goid, "{}", epipe[0]);
+}
+
 /// A Go binary whose build information is corrupted: the goroutine is not guessed; the event
 /// says why it is unknown, and the stack is still named from the pc-line table.
 #[test]

@@ -7,10 +7,13 @@
 //! offsets go into the kernel's `GO_PROCESSES` map under the process id.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     os::unix::fs::MetadataExt,
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc,
+        mpsc::{self, Receiver, Sender},
+    },
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -40,9 +43,6 @@ pub struct GoProgram {
     pub g: Option<GOffsets>,
 }
 
-/// How many `/proc` entries the node-wide start-up sweep looks at per tick.
-const SWEEP_PER_TICK: usize = 64;
-
 /// The executable's identity, to read each file once.
 type FileKey = (u64, u64, u64, i64);
 
@@ -70,9 +70,25 @@ pub struct GoTracker {
     map: Option<BpfHashMap<MapData, u32, GoLayout>>,
     by_file: HashMap<FileKey, Option<Arc<GoProgram>>>,
     by_pid: HashMap<u32, Tracked>,
-    /// Processes that existed at start, still to be looked at (node-wide mode).
-    sweep: VecDeque<u32>,
+    /// Node-wide: the thread that reads executables, so that the event loop never does.
+    reader: Option<Background>,
     own_pid: u32,
+}
+
+/// The thread that reads executables (node-wide mode), and what it found not applied yet.
+struct Background {
+    requests: Sender<(FileKey, std::fs::File, String)>,
+    found: Receiver<Found>,
+    /// Processes waiting for their executable to be read.
+    pending: HashMap<FileKey, Vec<u32>>,
+}
+
+/// What the background thread found.
+enum Found {
+    /// A process that existed at start, its executable and what it is.
+    Swept(u32, FileKey, Option<Arc<GoProgram>>),
+    /// An executable asked for (by this name).
+    Read(FileKey, String, Option<Arc<GoProgram>>),
 }
 
 impl GoTracker {
@@ -83,7 +99,7 @@ impl GoTracker {
             map,
             by_file: HashMap::new(),
             by_pid: HashMap::new(),
-            sweep: VecDeque::new(),
+            reader: None,
             own_pid: std::process::id(),
         }
     }
@@ -100,7 +116,14 @@ impl GoTracker {
             return known.program.clone();
         }
         let exe = crate::process::host::host().pid_path(pid, "exe");
-        let path = match (identify(Path::new(&exe)), executable) {
+        let key = identify(Path::new(&exe));
+        if let Some(key) = key
+            && !self.by_file.contains_key(&key)
+            && self.read_later(pid, Path::new(&exe), key)
+        {
+            return None;
+        }
+        let path = match (key, executable) {
             (Some(_), _) | (None, None) => Path::new(&exe),
             (None, Some(executable)) => executable,
         };
@@ -129,6 +152,9 @@ impl GoTracker {
             return;
         }
         self.forget(pid);
+        if !self.by_file.contains_key(&file) && self.read_later(pid, Path::new(&exe), file) {
+            return;
+        }
         self.track(pid, Path::new(&exe));
     }
 
@@ -158,28 +184,122 @@ impl GoTracker {
         tracked
     }
 
-    /// Queues every process that exists now to be looked at over the next ticks.
+    /// Node-wide: from now on executables are read in a thread of its own, starting with
+    /// those of every process that exists now. Reading every executable on a node takes
+    /// seconds (a test binary with debug info can take one on its own), which the event loop
+    /// must not wait for: a process whose executable is not read yet is not known as Go
+    /// until a tick applies what was found ([`tick`](Self::tick)).
     pub fn sweep_existing(&mut self) {
-        let Ok(entries) = std::fs::read_dir(crate::process::host::host().proc()) else {
+        let (requests, asked) = mpsc::channel();
+        let (sender, found) = mpsc::channel();
+        let own_pid = self.own_pid;
+        let started = std::thread::Builder::new()
+            .name("stdtrace-go-read".to_owned())
+            .spawn(move || read_in_background(own_pid, &asked, &sender));
+        match started {
+            Ok(_) => {
+                self.reader = Some(Background {
+                    requests,
+                    found,
+                    pending: HashMap::new(),
+                });
+            }
+            Err(err) => log::warn!("Go processes that already run will not be found: {err}"),
+        }
+    }
+
+    /// Applies what the background thread found so far.
+    pub fn tick(&mut self) {
+        let Some(reader) = &mut self.reader else {
             return;
         };
-        self.sweep.extend(
-            entries
-                .flatten()
-                .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok()),
+        let found: Vec<Found> = reader.found.try_iter().collect();
+        for found in found {
+            match found {
+                Found::Swept(pid, key, program) => {
+                    self.by_file.entry(key).or_insert_with(|| program.clone());
+                    // Not if seen since (an exec or a failed write looks at it at once), nor
+                    // if it runs another image now.
+                    if !self.by_pid.contains_key(&pid)
+                        && identify(&crate::process::host::host().pid_path(pid, "exe")) == Some(key)
+                    {
+                        self.remember(pid, key, program);
+                    }
+                }
+                Found::Read(key, name, program) => {
+                    if let Some(program) = &program {
+                        log::info!(
+                            "{name} is a {} program (read in the background)",
+                            program.version
+                        );
+                    }
+                    self.by_file.insert(key, program.clone());
+                    let waiting = self
+                        .reader
+                        .as_mut()
+                        .and_then(|reader| reader.pending.remove(&key))
+                        .unwrap_or_default();
+                    for pid in waiting {
+                        // Still waiting for this image (not gone, not replaced since).
+                        if self
+                            .by_pid
+                            .get(&pid)
+                            .is_some_and(|known| known.file == Some(key) && known.program.is_none())
+                        {
+                            self.remember(pid, key, program.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records what `pid` runs, and tells the kernel if it is a Go program it can follow.
+    fn remember(&mut self, pid: u32, key: FileKey, program: Option<Arc<GoProgram>>) {
+        if let (Some(program), Some(map)) = (&program, &mut self.map)
+            && let Ok(layout) = &program.kernel
+            && let Err(err) = map.insert(pid, *layout, 0)
+        {
+            log::warn!("cannot tell the kernel about Go process {pid}: {err}");
+        }
+        self.by_pid.insert(
+            pid,
+            Tracked {
+                file: Some(key),
+                program,
+            },
         );
     }
 
-    /// Looks at some of the processes queued by [`sweep_existing`](Self::sweep_existing).
-    pub fn tick(&mut self) {
-        for _ in 0..SWEEP_PER_TICK {
-            let Some(pid) = self.sweep.pop_front() else {
-                break;
+    /// Node-wide: `pid` runs `exe` (`/proc/PID/exe`), an executable not read yet: asks the
+    /// background thread to read it; false if there is no such thread.
+    fn read_later(&mut self, pid: u32, exe: &Path, key: FileKey) -> bool {
+        let Some(reader) = &mut self.reader else {
+            return false;
+        };
+        let waiting = reader.pending.entry(key).or_default();
+        if waiting.is_empty() {
+            // Opened now: the file stays readable after the process exits.
+            let Ok(file) = std::fs::File::open(exe) else {
+                return false;
             };
-            if pid != self.own_pid {
-                self.process(pid);
+            if reader
+                .requests
+                .send((key, file, exe.display().to_string()))
+                .is_err()
+            {
+                return false;
             }
         }
+        waiting.push(pid);
+        self.by_pid.insert(
+            pid,
+            Tracked {
+                file: Some(key),
+                program: None,
+            },
+        );
+        true
     }
 
     fn look_at(&mut self, pid: u32, executable: &Path) -> Option<Arc<GoProgram>> {
@@ -213,11 +333,66 @@ impl GoTracker {
     }
 }
 
+/// The background thread: executables asked for first, and between
+/// them every process in `/proc` at start, each executable read once.
+fn read_in_background(
+    own_pid: u32,
+    asked: &Receiver<(FileKey, std::fs::File, String)>,
+    found: &Sender<Found>,
+) {
+    let read = |(key, file, name): (FileKey, std::fs::File, String)| {
+        let program = read_program_from(&file, Path::new(&name)).map(Arc::new);
+        found.send(Found::Read(key, name, program)).is_ok()
+    };
+    let started = std::time::Instant::now();
+    let mut by_file: HashMap<FileKey, Option<Arc<GoProgram>>> = HashMap::new();
+    let pids: Vec<u32> = std::fs::read_dir(crate::process::host::host().proc())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&pid| pid != own_pid)
+                .collect()
+        })
+        .unwrap_or_default();
+    for &pid in &pids {
+        if !asked.try_iter().all(read) {
+            return;
+        }
+        let exe = crate::process::host::host().pid_path(pid, "exe");
+        let Some(key) = identify(Path::new(&exe)) else {
+            continue;
+        };
+        let program = by_file
+            .entry(key)
+            .or_insert_with(|| read_program(Path::new(&exe)).map(Arc::new))
+            .clone();
+        if found.send(Found::Swept(pid, key, program)).is_err() {
+            return;
+        }
+    }
+    log::debug!(
+        "looked at {} running processes ({} executables) for Go in {:?}",
+        pids.len(),
+        by_file.len(),
+        started.elapsed()
+    );
+    for request in asked {
+        if !read(request) {
+            return;
+        }
+    }
+}
+
 /// Reads an executable; `None` if it is not a Go program.
 fn read_program(path: &Path) -> Option<GoProgram> {
-    let file = std::fs::File::open(path).ok()?;
+    read_program_from(&std::fs::File::open(path).ok()?, path)
+}
+
+/// Reads an executable already open (`path` names it in logs).
+fn read_program_from(file: &std::fs::File, path: &Path) -> Option<GoProgram> {
     // SAFETY: a private read-only mapping, parsed as untrusted input (see symbolize::open).
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let bytes = unsafe { memmap2::Mmap::map(file) }.ok()?;
     if !looks_like_go(&bytes) {
         return None;
     }

@@ -75,11 +75,16 @@ fn add(into: &mut Summary, other: Summary) {
     k.blocked_untracked += o.blocked_untracked;
     k.blocked_dropped += o.blocked_dropped;
     k.sites_full += o.sites_full;
-    into.output_records_dropped = match (into.output_records_dropped, other.output_records_dropped)
-    {
+    let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (None, None) => None,
         (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
     };
+    into.output_records_dropped = add(into.output_records_dropped, other.output_records_dropped);
+    into.stdout_records_dropped = add(into.stdout_records_dropped, other.stdout_records_dropped);
+    into.recording_records_dropped = add(
+        into.recording_records_dropped,
+        other.recording_records_dropped,
+    );
 }
 
 /// A summary counted from the records themselves: what they tell, not what the kernel
@@ -102,6 +107,8 @@ fn counted<'a>(items: impl Iterator<Item = &'a Item>) -> Summary {
         command: None,
         kernel: KernelCounters::default(),
         output_records_dropped: None,
+        stdout_records_dropped: None,
+        recording_records_dropped: None,
     };
     type Key = (u32, i32, crate::report::record::Errno, String);
     let mut totals: BTreeMap<Key, (String, u64)> = BTreeMap::new();

@@ -6,6 +6,7 @@
 
 mod clock;
 mod json;
+pub mod queue;
 pub mod record;
 pub mod recording;
 pub mod story;
@@ -102,8 +103,14 @@ impl Output {
         }
     }
 
-    /// The summary, after every repeat not said yet.
-    pub fn summary(&mut self, summary: &Summary, repeats: &mut Repeats) -> io::Result<()> {
+    /// The summary, after every repeat not said yet; a recording waits until `deadline` at
+    /// most for its last records.
+    pub fn summary(
+        &mut self,
+        summary: &Summary,
+        repeats: &mut Repeats,
+        deadline: std::time::Instant,
+    ) -> io::Result<()> {
         match self {
             Output::Text(text) => {
                 text.repeats(repeats, true)?;
@@ -113,8 +120,9 @@ impl Output {
             Output::Recorded { shown, recording } => {
                 // The recording first: the summary shown says what it could not keep.
                 let mut summary = summary.clone();
-                recording.finish(&mut summary);
-                shown.summary(&summary, repeats)
+                recording.finish(&mut summary, deadline);
+                summary.add_up_output_drops();
+                shown.summary(&summary, repeats, deadline)
             }
         }
     }

@@ -306,10 +306,29 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandOutcome>,
     pub kernel: KernelCounters,
-    /// When recording (`record`, `--output`): records the recording could not keep (its queue
-    /// was full, or the disk failed them); they were still shown.
+    /// Records stdtrace's own output could not write, stdout's and the recording's
+    /// together: `stdout_records_dropped + recording_records_dropped`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_records_dropped: Option<u64>,
+    /// Records for stdout dropped: its queue was full (nobody read stdout fast enough), or
+    /// writing them failed (a full disk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout_records_dropped: Option<u64>,
+    /// When recording (`record`, `--output`): records the recording could not keep (its
+    /// queue was full, or the disk failed them); they were still shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_records_dropped: Option<u64>,
+}
+
+impl Summary {
+    /// `output_records_dropped` from the counts of each output.
+    pub fn add_up_output_drops(&mut self) {
+        self.output_records_dropped =
+            match (self.stdout_records_dropped, self.recording_records_dropped) {
+                (None, None) => self.output_records_dropped,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            };
+    }
 }
 
 /// The version of the recording format this stdtrace writes and reads; a recording from a

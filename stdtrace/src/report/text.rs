@@ -317,9 +317,20 @@ impl TextOutput {
             };
             text.push_str(&format!("  command: pid {} {how}\n", command.pid));
         }
-        if let Some(dropped) = summary.output_records_dropped.filter(|&n| n > 0) {
+        // A recording read back before these fields has only the total.
+        let recording = summary.recording_records_dropped.or(summary
+            .stdout_records_dropped
+            .is_none()
+            .then_some(summary.output_records_dropped)
+            .flatten());
+        if let Some(dropped) = recording.filter(|&n| n > 0) {
             text.push_str(&format!(
                 "  recording: {dropped} records could not be kept (the disk was too slow, or failed)\n"
+            ));
+        }
+        if let Some(dropped) = summary.stdout_records_dropped.filter(|&n| n > 0) {
+            text.push_str(&format!(
+                "  stdout: {dropped} records could not be written (nobody read them fast enough, or writing failed)\n"
             ));
         }
         self.out.write_all(text.as_bytes())?;

@@ -29,7 +29,7 @@ use self::{
     exits::watch_exit,
     launch::{ExitStatus, HeldChild},
     pipeline::Session,
-    reporter::{Reporter, ToReporter},
+    reporter::{OutputEnd, Reporter, ToReporter},
     summary::{Ending, Stop},
 };
 use crate::{
@@ -44,6 +44,7 @@ use crate::{
     process::{perf_mmap::MmapWatch, status},
     report::{
         Clock, JsonOutput, Output, TextOutput,
+        queue::{OutputStats, stdout::QueuedStdout},
         recording::{Recording, header},
     },
 };
@@ -176,7 +177,9 @@ pub async fn run(config: Config) -> Result<i32> {
         }
     }
     // Opened before the command runs: a recording that cannot be written is an error at once.
-    let (output, reopen) = make_output(&config)?;
+    // What stdtrace's own outputs drop, for the summary (and `/metrics`).
+    let output_stats = Arc::new(OutputStats::default());
+    let (output, reopen, output_end) = make_output(&config, &output_stats)?;
     let started = Instant::now();
     announce(&config, held.as_ref().map(HeldChild::pid));
 
@@ -199,7 +202,7 @@ pub async fn run(config: Config) -> Result<i32> {
     };
     let (learned_sender, learned) = std::sync::mpsc::channel();
     let mut session = Session {
-        reporter: Reporter::spawn(output, learned_sender)?,
+        reporter: Reporter::spawn(output, output_end, learned_sender)?,
         call_paths,
         learned,
         ticks: 0,
@@ -371,9 +374,18 @@ fn announce(config: &Config, launched: Option<u32>) {
     );
 }
 
-/// The output on stdout, and the recording (with its SIGHUP flag) if one was asked for.
-fn make_output(config: &Config) -> Result<(Output, Option<Arc<AtomicBool>>)> {
-    let stdout: Box<dyn Write + Send> = Box::new(io::BufWriter::new(io::stdout()));
+/// The output on stdout, and the recording (with its SIGHUP flag) if one was asked for; what
+/// they drop is counted in `stats`.
+fn make_output(
+    config: &Config,
+    stats: &Arc<OutputStats>,
+) -> Result<(Output, Option<Arc<AtomicBool>>, OutputEnd)> {
+    let queued = QueuedStdout::start(stats).context("starting the stdout thread")?;
+    let end = OutputEnd {
+        stdout: queued.queue().clone(),
+        stats: Arc::clone(stats),
+    };
+    let stdout: Box<dyn Write + Send> = Box::new(queued);
     let clock = Clock::now();
     let shown = match config.format {
         Format::Text => Output::Text(TextOutput::new(stdout, config.color, config.quiet, clock)),
@@ -383,11 +395,12 @@ fn make_output(config: &Config) -> Result<(Output, Option<Arc<AtomicBool>>)> {
         },
     };
     let Some(asked) = &config.recording else {
-        return Ok((shown, None));
+        return Ok((shown, None, end));
     };
     let recording = Recording::start(
         asked.sink.clone(),
         header::header(asked.options.clone(), clock),
+        Arc::clone(stats),
     )?;
     let reopen = recording.reopen_flag();
     Ok((
@@ -396,5 +409,6 @@ fn make_output(config: &Config) -> Result<(Output, Option<Arc<AtomicBool>>)> {
             recording,
         },
         Some(reopen),
+        end,
     ))
 }

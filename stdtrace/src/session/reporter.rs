@@ -25,9 +25,16 @@ use crate::{
     events::SigpipeEvent,
     report::{
         Output,
+        queue::{FINAL_WAIT, LineQueue, OutputStats},
         record::{RecordType, RepeatReport, SigpipeReport},
     },
 };
+
+/// stdout's queue and the counts of what its outputs dropped, for the end of the run.
+pub struct OutputEnd {
+    pub stdout: LineQueue,
+    pub stats: Arc<OutputStats>,
+}
 
 /// Batches the reporter may fall behind by before capture waits for it (and the ring buffer,
 /// not memory, absorbs the excess: its drops are counted).
@@ -63,10 +70,15 @@ pub struct Reporter {
 
 impl Reporter {
     /// Starts the thread; call paths the namer meets for the first time go to `learned`.
-    pub fn spawn(output: Output, learned: Sender<Vec<(Learned, u32)>>) -> Result<Self> {
+    pub fn spawn(
+        output: Output,
+        end: OutputEnd,
+        learned: Sender<Vec<(Learned, u32)>>,
+    ) -> Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(REPORTER_BACKLOG);
         let closed = Arc::new(AtomicBool::new(false));
-        let state = Telling::new(output, Namer::new(learned), Arc::clone(&closed));
+        let mut state = Telling::new(output, Namer::new(learned), Arc::clone(&closed));
+        state.end = Some(end);
         let thread = std::thread::Builder::new()
             .name("stdtrace-report".to_owned())
             .spawn(move || state.run(receiver))
@@ -102,6 +114,41 @@ impl Reporter {
     }
 }
 
+impl Telling {
+    /// Writes the summary after everything queued before it, waiting a bounded time: stdout
+    /// that nobody reads must not keep stdtrace from exiting.
+    fn finish(&mut self, summary: &mut crate::report::record::Summary) {
+        let deadline = std::time::Instant::now() + FINAL_WAIT;
+        if let Some(end) = &self.end {
+            end.stdout.wait_until(deadline);
+            // The count is exact once what was queued before is written (or failed).
+            let synced = end.stdout.sync();
+            summary.stdout_records_dropped =
+                Some(end.stats.stdout_records_dropped.load(Ordering::Relaxed));
+            if !synced {
+                log::warn!(
+                    "stdout took no records for {}s; the summary is queued after them",
+                    FINAL_WAIT.as_secs()
+                );
+            }
+            summary.add_up_output_drops();
+        }
+        if self.open() {
+            let result = self.output.summary(summary, &mut self.repeats, deadline);
+            self.check(result);
+        }
+        if let Some(end) = &self.end
+            && !end.stdout.close(None)
+        {
+            log::error!(
+                "the summary could not be written to stdout within {}s (nobody reads it); {} records were dropped",
+                FINAL_WAIT.as_secs(),
+                end.stats.total()
+            );
+        }
+    }
+}
+
 /// The reporter thread's state.
 pub struct Telling {
     output: Output,
@@ -111,6 +158,8 @@ pub struct Telling {
     reported: u64,
     blocked_reported: u64,
     closed: Arc<AtomicBool>,
+    /// stdout's queue, waited for (a bounded time) at the end.
+    end: Option<OutputEnd>,
 }
 
 impl Telling {
@@ -123,6 +172,7 @@ impl Telling {
             reported: 0,
             blocked_reported: 0,
             closed,
+            end: None,
         }
     }
 
@@ -239,11 +289,8 @@ impl Telling {
                 }
                 let told = self.sigpipes.tick();
                 self.tell(told);
-                let summary = summary::build(*ending, self.told());
-                if self.open() {
-                    let result = self.output.summary(&summary, &mut self.repeats);
-                    self.check(result);
-                }
+                let mut summary = summary::build(*ending, self.told());
+                self.finish(&mut summary);
                 return true;
             }
         }

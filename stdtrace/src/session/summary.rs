@@ -190,8 +190,10 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
             sites_full: counters[counter::SITES_FULL as usize],
             parked_full: counters[counter::PARKED_FULL as usize],
         },
-        // The recording fills it in when it has written everything before the summary.
+        // The outputs fill them in when they have written everything before the summary.
         output_records_dropped: None,
+        stdout_records_dropped: None,
+        recording_records_dropped: None,
     }
 }
 

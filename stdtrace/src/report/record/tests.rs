@@ -104,6 +104,8 @@ fn summary_schema() {
         }),
         kernel: KernelCounters::default(),
         output_records_dropped: None,
+        stdout_records_dropped: None,
+        recording_records_dropped: None,
     };
     let read_back: Summary =
         serde_json::from_value(serde_json::to_value(&summary).unwrap()).unwrap();

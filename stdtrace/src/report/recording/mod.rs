@@ -13,19 +13,23 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{self, SyncSender, TrySendError},
+        atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
 };
 
 use serde::Serialize;
 
-use self::writer::{Message, Writer};
-use super::record::{Header, Summary};
+use self::writer::Writer;
+use super::{
+    queue::{Bounds, LineQueue, OutputStats},
+    record::{Header, Summary},
+};
 
 /// Records queued for the writer thread at most; more are counted as dropped.
 pub const RECORDING_QUEUE: usize = 4096;
+
+/// Bytes queued for the writer thread at most.
+pub const RECORDING_QUEUE_BYTES: usize = 4 << 20;
 
 /// Where a recording goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,29 +66,41 @@ pub enum RecordingError {
 
 /// The way to the writer thread.
 pub struct Recording {
-    queue: Option<SyncSender<Message>>,
-    thread: Option<JoinHandle<()>>,
-    /// Records not kept: the queue was full, or writing them failed.
-    dropped: Arc<AtomicU64>,
+    queue: LineQueue,
+    stats: Arc<OutputStats>,
     reopen: Arc<AtomicBool>,
 }
 
 impl Recording {
     /// Opens the first file (so that a path that cannot be written is an error at once) and
-    /// starts the writer thread. `header` is the template of every file's first record.
-    pub fn start(sink: Sink, header: Header) -> Result<Self, RecordingError> {
-        let dropped = Arc::new(AtomicU64::new(0));
+    /// starts the writer thread. `header` is the template of every file's first record;
+    /// records dropped are counted in `stats`.
+    pub fn start(
+        sink: Sink,
+        header: Header,
+        stats: Arc<OutputStats>,
+    ) -> Result<Self, RecordingError> {
         let reopen = Arc::new(AtomicBool::new(false));
-        let writer = Writer::open(sink, header, Arc::clone(&dropped), Arc::clone(&reopen))?;
-        let (queue, receiver) = mpsc::sync_channel(RECORDING_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("stdtrace-record".to_owned())
-            .spawn(move || writer.run(receiver))
-            .map_err(RecordingError::Thread)?;
+        let writer = Writer::open(sink, header, Arc::clone(&reopen))?;
+        let counted = Arc::clone(&stats);
+        let queue = LineQueue::start(
+            "stdtrace-record",
+            writer,
+            Bounds {
+                records: RECORDING_QUEUE,
+                bytes: RECORDING_QUEUE_BYTES,
+            },
+            Arc::new(move |n| {
+                counted
+                    .recording_records_dropped
+                    .fetch_add(n, Ordering::Relaxed);
+            }),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .map_err(RecordingError::Thread)?;
         Ok(Self {
-            queue: Some(queue),
-            thread: Some(thread),
-            dropped,
+            queue,
+            stats,
             reopen,
         })
     }
@@ -96,18 +112,12 @@ impl Recording {
 
     /// Queues a record, or counts it as dropped if the writer is that far behind.
     pub fn record<T: Serialize>(&self, record: &T) {
-        let Some(line) = line_of(record) else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let sent = self
-            .queue
-            .as_ref()
-            .map(|queue| queue.try_send(Message::Record(line)));
-        match sent {
-            Some(Ok(())) => {}
-            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+        match line_of(record) {
+            Some(line) => self.queue.push(line),
+            None => {
+                self.stats
+                    .recording_records_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -115,42 +125,34 @@ impl Recording {
     /// The summary so far, which ends a file when it is rotated (not written now). If the
     /// writer is behind, the one before stays: it is replaced at the next.
     pub fn summary_so_far(&self, summary: &Summary) {
-        if let (Some(line), Some(queue)) = (line_of(summary), &self.queue) {
-            let _ = queue.try_send(Message::SummarySoFar(line));
+        if let Some(line) = line_of(summary) {
+            self.queue.summary_so_far(line);
         }
     }
 
-    /// Waits for every record queued to be written, puts the count of those that could not
-    /// be into `summary`, writes it last and closes the file.
-    pub fn finish(&mut self, summary: &mut Summary) {
-        let Some(queue) = self.queue.take() else {
-            return;
-        };
-        let (done, written) = mpsc::sync_channel(1);
-        // Blocking sends: the run is over, and the summary must not be dropped.
-        if queue.send(Message::Sync(done)).is_ok() {
-            let _ = written.recv();
+    /// Waits (until `deadline`) for every record queued to be written, puts the count of
+    /// those that could not be into `summary`, writes it last and closes the file.
+    pub fn finish(&mut self, summary: &mut Summary, deadline: std::time::Instant) {
+        self.queue.wait_until(deadline);
+        if !self.queue.sync() {
+            log::error!("the recording did not write its last records in time");
         }
-        summary.output_records_dropped = Some(self.dropped.load(Ordering::Relaxed));
-        if let Some(line) = line_of(summary) {
-            let _ = queue.send(Message::Close(line));
-        }
-        drop(queue);
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            log::error!("the recording thread failed");
+        summary.recording_records_dropped =
+            Some(self.stats.recording_records_dropped.load(Ordering::Relaxed));
+        summary.add_up_output_drops();
+        if !self.queue.close(line_of(summary)) {
+            log::error!("the recording's summary could not be written in time");
         }
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        // Without a summary (the reporter stopped early): what was queued is still written.
-        self.queue = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        // Without a summary (the reporter stopped early): what was queued is still written,
+        // for a while at most.
+        self.queue
+            .wait_until(std::time::Instant::now() + super::queue::FINAL_WAIT);
+        self.queue.close(None);
     }
 }
 

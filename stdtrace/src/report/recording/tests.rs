@@ -21,6 +21,10 @@ fn summary(stopped: &str) -> Summary {
     .unwrap()
 }
 
+fn deadline() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(20)
+}
+
 fn files_in(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -38,8 +42,12 @@ fn files_rotate_by_size_and_count_each_with_a_header_and_a_summary() {
         max_size: 8 * 1024,
         max_files: 3,
     };
-    let mut recording =
-        Recording::start(sink, header::header(vec!["record".into()], Clock::now())).unwrap();
+    let mut recording = Recording::start(
+        sink,
+        header::header(vec!["record".into()], Clock::now()),
+        Arc::default(),
+    )
+    .unwrap();
     recording.summary_so_far(&summary("still tracing"));
     let report = samples::report();
     for _ in 0..100 {
@@ -47,7 +55,8 @@ fn files_rotate_by_size_and_count_each_with_a_header_and_a_summary() {
         // A queue of 4,096 never fills here: nothing is dropped.
     }
     let mut last = summary("the command exited");
-    recording.finish(&mut last);
+    recording.finish(&mut last, deadline());
+    assert_eq!(last.recording_records_dropped, Some(0));
     assert_eq!(last.output_records_dropped, Some(0));
 
     let files = files_in(&dir);
@@ -87,6 +96,7 @@ fn a_file_that_cannot_be_opened_is_an_error_at_once() {
     let err = Recording::start(
         Sink::File("/nonexistent-dir/stdtrace.jsonl".into()),
         header::header(Vec::new(), Clock::now()),
+        Arc::default(),
     )
     .err()
     .expect("an error");

@@ -1,43 +1,28 @@
-//! The writer thread: records from the queue to files, flushed in batches, rotated by size
-//! and count; each file starts with a header and ends with the summary so far.
+//! The recording's destination for its writer thread ([`crate::report::queue`]): records to
+//! files, written in batches, rotated by size and count; each file starts with a header and
+//! ends with the summary so far.
 
 use std::{
     collections::VecDeque,
-    fs::{File, OpenOptions},
-    io::{self, BufWriter, Write},
+    fs::OpenOptions,
+    io,
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{Receiver, RecvTimeoutError, SyncSender},
+        atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
 };
 
 use super::{RecordingError, Sink};
-use crate::report::record::Header;
-
-/// How long records may wait in memory before they are flushed when none follow them.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
-
-/// Records written between flushes at most, when they keep coming.
-const BATCH: usize = 256;
-
-pub enum Message {
-    /// A record's line.
-    Record(Vec<u8>),
-    /// The summary so far: the last line of this file if it is rotated.
-    SummarySoFar(Vec<u8>),
-    /// Say when everything before is written.
-    Sync(SyncSender<()>),
-    /// The final summary: write it and close.
-    Close(Vec<u8>),
-}
+use crate::report::{
+    queue::{Destination, buffer::RecordFile},
+    record::Header,
+};
 
 pub struct Writer {
     sink: Sink,
     header: Header,
-    file: Option<BufWriter<File>>,
+    file: Option<RecordFile>,
     /// Bytes in the current file.
     size: u64,
     /// Records in the current file after its header.
@@ -45,17 +30,17 @@ pub struct Writer {
     /// The files of this recording, oldest first (directory sink).
     files: VecDeque<PathBuf>,
     summary_so_far: Option<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
     reopen: Arc<AtomicBool>,
     /// A write failed: said once.
     failing: bool,
+    /// Records lost with a failed write, not counted yet.
+    lost: u64,
 }
 
 impl Writer {
     pub fn open(
         sink: Sink,
         header: Header,
-        dropped: Arc<AtomicU64>,
         reopen: Arc<AtomicBool>,
     ) -> Result<Self, RecordingError> {
         if let Sink::Directory { dir, .. } = &sink {
@@ -72,83 +57,15 @@ impl Writer {
             records: 0,
             files: VecDeque::new(),
             summary_so_far: None,
-            dropped,
             reopen,
             failing: false,
+            lost: 0,
         };
         let path = writer.next_path();
         writer
             .start_file(path.clone())
             .map_err(|source| RecordingError::Open { path, source })?;
         Ok(writer)
-    }
-
-    pub fn run(mut self, receiver: Receiver<Message>) {
-        loop {
-            let message = match receiver.recv_timeout(FLUSH_EVERY) {
-                Ok(message) => message,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.between_batches();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            if self.handle(message) {
-                return;
-            }
-            // A batch: whatever else is queued, then one flush.
-            for _ in 0..BATCH {
-                match receiver.try_recv() {
-                    Ok(message) => {
-                        if self.handle(message) {
-                            return;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.between_batches();
-        }
-        // The session went away without a final summary: end with the one so far.
-        if let Some(summary) = self.summary_so_far.take() {
-            self.write(&summary);
-        }
-        self.flush();
-    }
-
-    /// Handles one message; true once closed.
-    fn handle(&mut self, message: Message) -> bool {
-        match message {
-            Message::Record(line) => {
-                if self.rotation_due(line.len() as u64) {
-                    self.rotate();
-                }
-                if !self.write(&line) {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                self.records += 1;
-            }
-            Message::SummarySoFar(line) => self.summary_so_far = Some(line),
-            Message::Sync(done) => {
-                self.flush();
-                let _ = done.send(());
-            }
-            Message::Close(line) => {
-                self.write(&line);
-                self.flush();
-                self.file = None;
-                return true;
-            }
-        }
-        false
-    }
-
-    fn between_batches(&mut self) {
-        self.flush();
-        if self.reopen.swap(false, Ordering::Relaxed) {
-            log::info!("SIGHUP: reopening the recording");
-            self.rotate();
-        }
     }
 
     /// Whether `len` more bytes (and the summary that ends the file) would take the file
@@ -165,7 +82,7 @@ impl Writer {
     /// path again: logrotate moved the old one away).
     fn rotate(&mut self) {
         if let Some(summary) = self.summary_so_far.clone() {
-            self.write(&summary);
+            self.write_line(&summary, false);
         }
         self.flush();
         self.file = None;
@@ -189,13 +106,13 @@ impl Writer {
 
     fn start_file(&mut self, path: PathBuf) -> io::Result<()> {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        self.file = Some(BufWriter::with_capacity(64 * 1024, file));
+        self.file = Some(RecordFile::new(file));
         self.size = 0;
         self.records = 0;
         self.header.ts_ns = crate::events::monotonic_ns();
         let mut line = serde_json::to_vec(&self.header).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.write(&line);
+        self.write_line(&line, false);
         if let Sink::Directory { max_files, .. } = &self.sink {
             self.files.push_back(path);
             while self.files.len() > *max_files as usize {
@@ -209,35 +126,77 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes one line; false if it could not be.
-    fn write(&mut self, line: &[u8]) -> bool {
+    /// Buffers one line (a record, or a header or summary when not `record`), written with
+    /// the batch.
+    fn write_line(&mut self, line: &[u8], record: bool) -> bool {
         let Some(file) = &mut self.file else {
             return false;
         };
-        match file.write_all(line) {
-            Ok(()) => {
-                self.size += line.len() as u64;
-                true
-            }
-            Err(err) => {
-                self.fail(&err);
-                false
-            }
+        self.size += line.len() as u64;
+        if file.push_line(line, record) {
+            self.flush();
         }
+        true
     }
 
+    /// Writes what is buffered; records lost are counted in `lost`.
     fn flush(&mut self) {
-        if let Some(file) = &mut self.file
-            && let Err(err) = file.flush()
-        {
-            self.fail(&err);
+        let Some(file) = &mut self.file else {
+            return;
+        };
+        let (lost, result) = file.write_out();
+        self.lost += lost;
+        match result {
+            Err(err) => {
+                if !self.failing {
+                    log::error!(
+                        "writing the recording: {err}; its records are dropped and counted"
+                    );
+                    self.failing = true;
+                }
+            }
+            Ok(()) => {
+                if self.failing && lost == 0 {
+                    log::warn!("writing the recording works again");
+                    self.failing = false;
+                }
+            }
         }
     }
+}
 
-    fn fail(&mut self, err: &io::Error) {
-        if !self.failing {
-            log::error!("writing the recording: {err}");
-            self.failing = true;
+impl Destination for Writer {
+    fn record(&mut self, line: &[u8]) -> u64 {
+        if self.rotation_due(line.len() as u64) {
+            self.rotate();
         }
+        let lost = u64::from(!self.write_line(line, true));
+        self.records += 1;
+        lost + std::mem::take(&mut self.lost)
+    }
+
+    fn between_batches(&mut self) -> u64 {
+        self.flush();
+        if self.reopen.swap(false, Ordering::Relaxed) {
+            log::info!("SIGHUP: reopening the recording");
+            self.rotate();
+        }
+        std::mem::take(&mut self.lost)
+    }
+
+    fn summary_so_far(&mut self, line: Vec<u8>) {
+        self.summary_so_far = Some(line);
+    }
+
+    fn close(&mut self, last: Option<&[u8]>) {
+        // Without a last summary (the session stopped early): end with the one so far.
+        let last = last
+            .map(<[u8]>::to_vec)
+            .or_else(|| self.summary_so_far.take());
+        if let Some(last) = last {
+            self.write_line(&last, false);
+        }
+        self.flush();
+        self.file = None;
     }
 }
