@@ -33,7 +33,7 @@ use stdtrace_common::{
 };
 
 use crate::{
-    blocked, callsite, config,
+    blocked, callsite, config, image,
     kernel::{self, read_fd, user_register, user_registers},
     maps::{
         EVENTS, GO_PROCESSES, SCRATCH, SCRATCH_WRITE_EXIT, SIGPIPE_WRITER, bump, is_target, tally,
@@ -321,6 +321,11 @@ fn send_record(
         (*event).blocked = outcome.blocked;
         (*event).blocked_ns = outcome.blocked_ns;
         (*event).file = Default::default();
+        (*event).image = if outcome.kind == record_kind::FAILED_WRITE {
+            image::current()
+        } else {
+            Default::default()
+        };
         fill_registers_and_stack(layout, regs, syscall, event);
         let task = kernel::current_task();
         (*event).go = go;

@@ -47,6 +47,7 @@ pub fn decode(bytes: &[u8], regs_layout: &RegsLayout) -> Result<Record, DecodeEr
                 pid: raw.tgid,
                 ts_ns: raw.ts_ns,
                 comm: comm_from_bytes(&raw.comm),
+                binary: BinaryId::known(raw.dev, raw.ino),
             })
         }
         record_kind::PROCESS_EXIT => {
@@ -55,6 +56,7 @@ pub fn decode(bytes: &[u8], regs_layout: &RegsLayout) -> Result<Record, DecodeEr
                 pid: raw.tgid,
                 ts_ns: raw.ts_ns,
                 exit_code: raw.exit_code,
+                binary: BinaryId::known(raw.dev, raw.ino),
             })
         }
         record_kind::SIGPIPE_GENERATED | record_kind::SIGPIPE_DELIVERED => {
@@ -133,6 +135,7 @@ fn decode_write(raw: &WriteRecord, regs_layout: &RegsLayout) -> Result<WriteEven
             bytes: raw.g_snapshot.to_vec(),
         }),
         nosignal: raw.flags & write_flags::NOSIGNAL != 0,
+        image: (raw.image.ino != 0).then_some(raw.image),
     })
 }
 

@@ -2,11 +2,12 @@
 //! and handing batches to the reporter; each tick, the stuck writes, parked goroutines and
 //! repeat counts the kernel keeps.
 
-use std::collections::HashMap;
-
 use aya::maps::{MapData, RingBuf};
 
-use super::reporter::{Reporter, ToReporter};
+use super::{
+    folding::Folding,
+    reporter::{Reporter, ToReporter},
+};
 use crate::{
     enrich,
     enrich::{
@@ -15,12 +16,12 @@ use crate::{
         capture::Capture,
         go::GoTracker,
     },
-    events::{self, Record, WriteEvent},
+    events::{self, BinaryId, Record, WriteEvent},
     kernel::{
         blocked::BlockedSlots, btf::RegsLayout, call_sites::CallPaths, loader::Tracer,
         parked::ParkedGoroutines,
     },
-    process::{perf_mmap::MmapWatch, status},
+    process::perf_mmap::MmapWatch,
 };
 
 /// Records read from the ring buffer per wake-up, at most.
@@ -47,8 +48,8 @@ pub struct Session {
     pub go: GoTracker,
     pub mmap_watch: Option<MmapWatch>,
     pub regs_layout: RegsLayout,
-    /// Last known command name of every process seen, for the summary.
-    pub comms: HashMap<u32, String>,
+    /// Live processes and their binaries; exited ones folded into their binaries' totals.
+    pub folding: Folding,
 }
 
 impl Session {
@@ -68,7 +69,10 @@ impl Session {
             read += 1;
             match events::decode(&item, &self.regs_layout) {
                 Ok(Record::Write(event)) => {
-                    self.comms.insert(event.pid, event.comm.clone());
+                    let binary = event
+                        .image
+                        .and_then(|image| BinaryId::known(image.dev, image.ino));
+                    self.folding.processes.seen(event.pid, &event.comm, binary);
                     batch.push(*event);
                     // Small batches: the first failure of a call path is named, and its path
                     // handed back to the kernel, while a storm's next failures are still
@@ -77,8 +81,10 @@ impl Session {
                         self.capture_and_report(std::mem::take(&mut batch));
                     }
                 }
-                Ok(Record::Exec { pid, comm, .. }) => {
-                    self.comms.insert(pid, comm);
+                Ok(Record::Exec {
+                    pid, comm, binary, ..
+                }) => {
+                    self.folding.processes.exec(pid, &comm, binary);
                     // Writes before the exec belong to the old image.
                     if !batch.is_empty() {
                         self.capture_and_report(std::mem::take(&mut batch));
@@ -90,12 +96,11 @@ impl Session {
                     pid,
                     ts_ns,
                     exit_code,
+                    binary,
                 }) => {
                     self.capture.process_exited(pid);
                     self.go.process_exited(pid);
-                    if let Some(call_paths) = &mut self.call_paths {
-                        call_paths.process_exited(pid);
-                    }
+                    self.folding.exited(pid, binary);
                     // In order with the writes before it: they are what a SIGPIPE story needs.
                     if !batch.is_empty() {
                         self.capture_and_report(std::mem::take(&mut batch));
@@ -129,30 +134,25 @@ impl Session {
             match call_paths.learn(&learned, site) {
                 Ok(true) => {}
                 Ok(false) => log::debug!(
-                    "call site {site} of pid {} is not counted in the kernel (no room)",
-                    learned.pid
+                    "call site {site} of binary {}:{} is not counted in the kernel (no room)",
+                    learned.dev,
+                    learned.ino
                 ),
                 Err(err) => log::debug!("learning call site {site}: {err}"),
             }
         }
     }
 
-    /// Reports the counts of repeated failures that changed.
+    /// Reports the counts of repeated failures that changed, and folds the processes that
+    /// exited.
     pub fn report_repeats(&mut self) {
-        let Some(call_paths) = &mut self.call_paths else {
-            return;
-        };
-        let comms = &self.comms;
-        let changed = call_paths.changed(|pid| {
-            comms
-                .get(&pid)
-                .cloned()
-                .or_else(|| status::comm(pid))
-                .unwrap_or_else(|| "?".to_owned())
-        });
-        if !changed.is_empty() {
-            self.reporter.send(ToReporter::Repeats(changed));
-        }
+        self.learn();
+        self.folding.fold(
+            &mut self.tracer,
+            self.call_paths.as_mut(),
+            self.parked.as_mut(),
+            &self.reporter,
+        );
     }
 
     fn drain_mappings(&mut self) {
@@ -201,7 +201,7 @@ impl Session {
         }
         let (reported, events): (Vec<_>, Vec<_>) = stuck.into_iter().unzip();
         for event in &events {
-            self.comms.insert(event.pid, event.comm.clone());
+            self.folding.processes.seen(event.pid, &event.comm, None);
         }
         self.capture_and_report(events);
         if let Some(slots) = &mut self.blocked {
