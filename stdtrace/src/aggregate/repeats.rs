@@ -223,7 +223,6 @@ impl Repeats {
                 .entry(report.pid)
                 .or_default()
                 .insert(key.clone());
-            self.changed.insert(key.clone());
         }
         if seen == Seen::SamePath {
             self.folded_total += 1;
@@ -456,6 +455,44 @@ mod tests {
             vec![(4, None, true, 7, 8), (9, Some(4), false, 1, 1)]
         );
         assert!(repeats.due_lines(true).is_empty(), "said once");
+    }
+
+    #[test]
+    fn a_call_site_counts_the_processes_of_its_binary_and_forgets_them_at_exit() {
+        let mut repeats = Repeats::new();
+        let mut first = samples::report();
+        first.site = Some(7);
+        assert_eq!(repeats.observe(&first, false), Seen::New);
+        // Three more processes of the binary, counted in the kernel, one of them also sent
+        // in full before the kernel knew the path.
+        let mut early = first.clone();
+        early.pid = 900;
+        assert_eq!(repeats.observe(&early, true), Seen::SamePath);
+        let kernel = |pid: u32, count: u64| RepeatReport {
+            record_type: RecordType::Repeats,
+            pid,
+            processes: 1,
+            comm: "writer".into(),
+            syscall: "write".into(),
+            fd: first.fd,
+            errno: Errno::EPIPE,
+            site: 7,
+            count,
+            first_ts_ns: 10,
+            last_ts_ns: 20,
+        };
+        repeats.kernel(vec![kernel(812, 4), kernel(900, 4), kernel(901, 5)]);
+        let changed = repeats.take_changed();
+        assert_eq!(changed.len(), 1, "one record for the site: {changed:?}");
+        assert_eq!((changed[0].processes, changed[0].count), (3, 14));
+        assert_eq!(changed[0].pid, 812, "the first process");
+        repeats.processes_gone(&HashSet::from([812, 900, 901]));
+        repeats.kernel(vec![kernel(902, 1)]);
+        let changed = repeats.take_changed();
+        assert_eq!((changed[0].processes, changed[0].count), (4, 15));
+        let lines = repeats.due_lines(true);
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0].processes, lines[0].total), (4, 16));
     }
 
     #[test]

@@ -230,6 +230,7 @@ mod tests {
         let repeats = RepeatReport {
             record_type: RecordType::Repeats,
             pid: first.pid,
+            processes: 1,
             comm: first.comm.clone(),
             syscall: "write".into(),
             fd: first.fd,

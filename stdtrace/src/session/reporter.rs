@@ -307,6 +307,10 @@ mod tests {
             sigpipe_counts: HashMap::new(),
             stuck: Vec::new(),
             comms: HashMap::from([(pid, "writer".to_owned())]),
+            by_binary: Vec::new(),
+            tracked: Default::default(),
+            map_entries: Default::default(),
+            call_sites_full: 0,
         }
     }
 
