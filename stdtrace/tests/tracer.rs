@@ -5,6 +5,8 @@
 mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "tracer/churn.rs"]
+mod churn;
 #[path = "tracer/launch.rs"]
 mod launch;
 #[path = "tracer/output.rs"]

@@ -24,6 +24,8 @@ use crate::{
     report::record::{BinaryTotal, TrackedProcesses},
 };
 
+const EPIPE: u32 = 32;
+
 /// Folds between two rescans of `/proc` when no drop says one is needed.
 pub const RESCAN_EVERY_FOLDS: u64 = 10;
 
@@ -96,6 +98,15 @@ impl Folding {
         for (key, count) in folded.failures {
             *failures.entry(key).or_insert(0) += count;
         }
+        // With EPIPE watched, the kernel counts SIGPIPEs raised by writes as the failed
+        // writes' EPIPE tallies (each such write raises one), as the summary does.
+        let mut sigpipes = folded.sigpipes;
+        for (&(pid, fd, errno, _), &count) in &failures {
+            if errno == EPIPE {
+                let raised = sigpipes.entry((pid, fd)).or_insert(0);
+                *raised = (*raised).max(count);
+            }
+        }
         let mut by_pid: HashMap<u32, FailureCounts> = HashMap::new();
         for (key, count) in failures {
             by_pid.entry(key.0).or_default().insert(key, count);
@@ -113,10 +124,7 @@ impl Folding {
         if let Some(parked) = parked {
             parked.forget_processes(&pids);
         }
-        reporter.send(ToReporter::Folded {
-            pids,
-            sigpipes: folded.sigpipes,
-        });
+        reporter.send(ToReporter::Folded { pids, sigpipes });
     }
 
     /// Rescans when the kernel lost exit records (or could not arrange some), and every
