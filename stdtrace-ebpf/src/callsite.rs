@@ -21,8 +21,8 @@ use stdtrace_common::{
 use crate::{
     image,
     maps::{
-        CALL_SITES, CALL_SITES_GENERATION, FINGERPRINTS, SCRATCH_STACK_BYTES, SITE_COUNTS,
-        Scratch, bump, tally, track_process,
+        CALL_SITES, CALL_SITES_GENERATION, FINGERPRINTS, SCRATCH_STACK_BYTES, SITE_COUNTS, Scratch,
+        bump, tally, track_process,
     },
 };
 

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use stdtrace_common::{
     BLOCKED_SLOTS, BlockedWrite, CallSiteKey, FailureKey, FingerprintKey, Fingerprints,
-    FirstReturn, GoLayout, ImageBases, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, PipeState, ReaderGone,
-    SiteCount, SiteKey, SocketState, ThreadState, counter,
+    FirstReturn, GoLayout, ImageBases, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, PipeState,
+    ReaderGone, SiteCount, SiteKey, SocketState, ThreadState, counter,
 };
 
 /// `BPF_F_MMAPABLE`: userspace maps the array into its memory and reads it without syscalls.

@@ -201,9 +201,7 @@ fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
         take_sigpipe_writer(tid);
     }
     // Without its scratch memory (never, in practice) the write is sent, not lost.
-    if have_regs
-        && let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT)
-    {
+    if have_regs && let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT) {
         let ip = register(config::layout_field!(pt_regs_ip));
         let sp = register(config::layout_field!(pt_regs_sp));
         // SAFETY: plain helper call.

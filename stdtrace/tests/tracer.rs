@@ -3,10 +3,10 @@
 
 #[path = "support/can_run.rs"]
 mod can_run;
-#[path = "support/fixtures.rs"]
-mod fixtures;
 #[path = "tracer/churn.rs"]
 mod churn;
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "tracer/launch.rs"]
 mod launch;
 #[path = "tracer/output.rs"]

@@ -14,8 +14,14 @@ use crate::{
 
 use super::processes::{Process, Processes};
 
-/// A binary as the summary names it; `None` for processes whose binary could not be read.
-type BinaryKey = (Option<BinaryId>, String);
+/// A binary: by its identity, or by the command name of processes whose binary could not be
+/// read. (Its name, a path once one of its processes could be looked at, is taken when the
+/// totals are told: it may be learnt after the first processes were folded.)
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum BinaryKey {
+    Binary(BinaryId),
+    Comm(String),
+}
 
 #[derive(Clone, Debug, Default)]
 struct Folded {
@@ -35,8 +41,8 @@ impl BinaryTotals {
     }
 
     /// Adds an exited process's failures (per (fd, errno, syscall), any pid) to its binary.
-    pub fn fold(&mut self, process: &Process, processes: &Processes, failures: &FailureCounts) {
-        let key = binary_key(process, processes);
+    pub fn fold(&mut self, process: &Process, failures: &FailureCounts) {
+        let key = binary_key(process);
         let mut counted: HashSet<(u32, u32)> = HashSet::new();
         for (&(_, _, errno, syscall), &count) in failures {
             let entry = self
@@ -56,7 +62,7 @@ impl BinaryTotals {
         let mut counted: HashSet<(u32, u32, u32)> = HashSet::new();
         for (&(pid, _, errno, syscall), &count) in live {
             let process = processes.get(pid).cloned().unwrap_or_default();
-            let key = binary_key(&process, processes);
+            let key = binary_key(&process);
             let entry = all.entry((key, errno, syscall)).or_default();
             entry.failures += count;
             if counted.insert((pid, errno, syscall)) {
@@ -64,7 +70,16 @@ impl BinaryTotals {
             }
         }
         all.into_iter()
-            .filter_map(|(((binary, name), errno, syscall), folded)| {
+            .filter_map(|((key, errno, syscall), folded)| {
+                let (binary, name) = match key {
+                    BinaryKey::Binary(id) => (
+                        Some(id),
+                        processes
+                            .binary_name(&id)
+                            .unwrap_or_else(|| format!("inode {}", id.ino)),
+                    ),
+                    BinaryKey::Comm(comm) => (None, comm),
+                };
                 Some(BinaryTotal {
                     binary: name,
                     dev: binary.map(|id| format!("{}:{}", id.dev >> 20, id.dev & 0xf_ffff)),
@@ -79,18 +94,12 @@ impl BinaryTotals {
     }
 }
 
-fn binary_key(process: &Process, processes: &Processes) -> BinaryKey {
-    let name = process
-        .binary
-        .and_then(|binary| processes.binary_name(&binary))
-        .unwrap_or_else(|| {
-            if process.comm.is_empty() {
-                "?".to_owned()
-            } else {
-                process.comm.clone()
-            }
-        });
-    (process.binary, name)
+fn binary_key(process: &Process) -> BinaryKey {
+    match process.binary {
+        Some(binary) => BinaryKey::Binary(binary),
+        None if process.comm.is_empty() => BinaryKey::Comm("?".to_owned()),
+        None => BinaryKey::Comm(process.comm.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -106,7 +115,7 @@ mod tests {
             processes.exec(pid, "writer", Some(binary));
             let gone = processes.exited(pid, None);
             let failures = FailureCounts::from([((pid, 4, 32, 0), 5)]);
-            totals.fold(&gone, &processes, &failures);
+            totals.fold(&gone, &failures);
         }
         processes.exec(u32::MAX - 12, "writer", Some(binary));
         let live = FailureCounts::from([((u32::MAX - 12, 4, 32, 0), 3)]);

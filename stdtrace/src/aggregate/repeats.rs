@@ -184,10 +184,7 @@ impl Repeats {
         {
             self.sites.entry(site).or_insert(report.fd);
         }
-        let origin_fd = report
-            .site
-            .and_then(|site| self.sites.get(&site))
-            .copied();
+        let origin_fd = report.site.and_then(|site| self.sites.get(&site)).copied();
         let seen = match self.entries.get_mut(&key) {
             Some(entry) if repeat_of_site || entry.shown => {
                 entry.folded.add(report.ts_ns);

@@ -82,6 +82,11 @@ impl SigpipeTracker {
                 .stories
                 .entry((event.pid, fd))
                 .or_insert_with(|| Story::new(event, Some(fd), None));
+            // The writer raised it: its name, should the write's own record not come (its
+            // call path known, it was counted in the kernel).
+            if story.report.comm.is_empty() {
+                story.report.comm = event.sender_comm.clone();
+            }
             story.report.count += 1;
             return Vec::new();
         }
@@ -233,10 +238,7 @@ impl SigpipeTracker {
     /// of SIGPIPEs raised by writes on that fd (`counts`, by process and fd) for writers that
     /// went on (ignored, handled, blocked); a killed writer was killed by the first. Then the
     /// largest stories of exited processes, and the counts per fate of them all.
-    pub fn summary(
-        &self,
-        counts: &HashMap<(u32, i32), u64>,
-    ) -> (Vec<SigpipeReport>, SigpipeFates) {
+    pub fn summary(&self, counts: &HashMap<(u32, i32), u64>) -> (Vec<SigpipeReport>, SigpipeFates) {
         let live: Vec<SigpipeReport> = self
             .stories
             .values()
@@ -251,22 +253,34 @@ impl SigpipeTracker {
 
     /// The processes exited and their kernel entries were folded (`counts`: their SIGPIPE
     /// counts): their stories are finished, counted per fate and kept only if among the
-    /// largest.
-    pub fn retire(&mut self, pids: &HashSet<u32>, counts: &HashMap<(u32, i32), u64>) {
+    /// largest. A story still waiting for its write's record (counted in the kernel, from a
+    /// call path already reported) goes on without it: returns those told now.
+    pub fn retire(
+        &mut self,
+        pids: &HashSet<u32>,
+        counts: &HashMap<(u32, i32), u64>,
+    ) -> Vec<SigpipeReport> {
         let keys: Vec<(u32, i32)> = self
             .stories
             .keys()
             .filter(|(pid, _)| pids.contains(pid))
             .copied()
             .collect();
+        let mut told = Vec::new();
         for key in keys {
-            if let Some(story) = self.stories.remove(&key)
-                && story.told
-            {
+            let Some(mut story) = self.stories.remove(&key) else {
+                continue;
+            };
+            if story.awaiting == Awaiting::Write {
+                let (ts_ns, go) = (story.report.ts_ns, story.go);
+                told.extend(decide(&mut story, go, ts_ns));
+            }
+            if story.told {
                 self.finished.finish(final_report(&story, counts));
             }
         }
         self.raised.retain(|_, (pid, _)| !pids.contains(pid));
+        told
     }
 }
 

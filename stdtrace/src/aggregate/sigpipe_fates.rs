@@ -93,6 +93,9 @@ mod tests {
         let fates = finished.fates(&[]);
         assert_eq!(fates.stories, TOP_SIGPIPE_STORIES as u64 + 5);
         assert_eq!(fates.left_out, 5);
-        assert_eq!(fates.fates["ignored"] + fates.fates["killed"], fates.stories);
+        assert_eq!(
+            fates.fates["ignored"] + fates.fates["killed"],
+            fates.stories
+        );
     }
 }

@@ -151,7 +151,10 @@ mod tests {
         assert_eq!(fingerprint.site, 3);
         assert_eq!(fingerprint.frames, 2);
         assert_eq!(fingerprint.offsets[..2], [0x28, 0x48]);
-        assert_eq!(fingerprint.values[..2], [0x2000 | EXE_TAG, 0x3000 | EXE_TAG]);
+        assert_eq!(
+            fingerprint.values[..2],
+            [0x2000 | EXE_TAG, 0x3000 | EXE_TAG]
+        );
     }
 
     #[test]

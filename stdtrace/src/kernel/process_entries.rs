@@ -135,14 +135,23 @@ impl Tracer {
             .ok_or(LoadError::MissingMap("SIGPIPE_SEEN"))?;
         let seen: BpfHashMap<&MapData, u64, u32> =
             BpfHashMap::try_from(map).map_err(map_error("SIGPIPE_SEEN"))?;
-        pids.extend(seen.keys().filter_map(Result::ok).map(|key| (key >> 32) as u32));
+        pids.extend(
+            seen.keys()
+                .filter_map(Result::ok)
+                .map(|key| (key >> 32) as u32),
+        );
         let map = self
             .ebpf
             .map("SIGPIPE_COUNTS")
             .ok_or(LoadError::MissingMap("SIGPIPE_COUNTS"))?;
         let counts: PerCpuHashMap<&MapData, u64, u64> =
             PerCpuHashMap::try_from(map).map_err(map_error("SIGPIPE_COUNTS"))?;
-        pids.extend(counts.keys().filter_map(Result::ok).map(|key| (key >> 32) as u32));
+        pids.extend(
+            counts
+                .keys()
+                .filter_map(Result::ok)
+                .map(|key| (key >> 32) as u32),
+        );
         Ok(pids)
     }
 

@@ -114,7 +114,7 @@ impl Folding {
         for (pid, binary) in std::mem::take(&mut self.exiting) {
             let process = self.processes.exited(pid, binary);
             if let Some(failures) = by_pid.remove(&pid) {
-                self.binaries.fold(&process, &self.processes, &failures);
+                self.binaries.fold(&process, &failures);
                 self.recent.push_back((pid, process.comm, failures));
                 if self.recent.len() > RECENT_EXITED_TOTALS {
                     self.recent.pop_front();

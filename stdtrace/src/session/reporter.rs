@@ -216,7 +216,8 @@ impl Telling {
                 let _ = self.output.flush();
             }
             ToReporter::Folded { pids, sigpipes } => {
-                self.sigpipes.retire(&pids, &sigpipes);
+                let told = self.sigpipes.retire(&pids, &sigpipes);
+                self.tell(told);
                 self.repeats.processes_gone(&pids);
             }
             ToReporter::Repeats(counted) => {
