@@ -33,8 +33,8 @@ pub const SITES_FULL: u32 = 12;
 /// goroutines had no room: they are never reported parked, nor resumed.
 pub const PARKED_FULL: u32 = 13;
 /// Processes with kernel entries (failures, sites, SIGPIPEs) that could not be recorded in
-/// the map of such processes because it was full: their exit is not reported by the kernel,
-/// and userspace finds it by rescanning `/proc`.
+/// the map of such processes because it was full, or whose lost exit record could not be kept
+/// in `EXITS_LOST`: userspace finds their exit by rescanning `/proc`.
 pub const PROCESSES_FULL: u32 = 14;
 /// SIGPIPE state (first SIGPIPE seen per fd, pending fates, counts) that could not be recorded
 /// because its map was full.

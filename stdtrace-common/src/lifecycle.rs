@@ -45,3 +45,10 @@ const _: () = {
     assert!(core::mem::size_of::<ProcessExec>() == 48);
     assert!(core::mem::size_of::<ProcessExit>() == 32);
 };
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: `#[repr(C)]`, made only of integers, with no implicit padding (checked by the
+    // size assertions above): every bit pattern is valid.
+    unsafe impl aya::Pod for super::ProcessExit {}
+}

@@ -18,8 +18,8 @@ use stdtrace_common::{ProcessExec, ProcessExit, counter, record_kind};
 use crate::{
     config, kernel,
     maps::{
-        EVENTS, GO_PROCESSES, PROCESSES_WITH_ENTRIES, READER_WATCH, SIGPIPE_DELIVERY_WANTED,
-        SIGPIPE_PENDING, TARGETS, bump, is_target,
+        EVENTS, EXITS_LOST, GO_PROCESSES, PROCESSES_WITH_ENTRIES, READER_WATCH,
+        SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING, TARGETS, bump, is_target,
     },
 };
 
@@ -106,5 +106,9 @@ pub fn on_exit(ctx: &RawTracePointContext) {
     };
     if EVENTS.output::<_>(record, 0).is_err() {
         bump(counter::LIFECYCLE_DROPPED);
+        // Kept for userspace to find: an exit is never lost without a trace.
+        if EXITS_LOST.insert(&tgid, &record, 0).is_err() {
+            bump(counter::PROCESSES_FULL);
+        }
     }
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use stdtrace_common::{
     BLOCKED_SLOTS, BlockedWrite, CallSiteKey, FailureKey, FingerprintKey, Fingerprints,
     FirstReturn, GoLayout, ImageBases, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, PipeState,
-    ReaderGone, SiteCount, SiteKey, SocketState, ThreadState, counter,
+    ProcessExit, ReaderGone, SiteCount, SiteKey, SocketState, ThreadState, counter,
 };
 
 /// `BPF_F_MMAPABLE`: userspace maps the array into its memory and reads it without syscalls.
@@ -146,6 +146,11 @@ pub static SIGPIPE_DELIVERY_WANTED: HashMap<u32, u32> = HashMap::with_max_entrie
 /// entries into its totals and removes them. The exit program removes the process.
 #[map]
 pub static PROCESSES_WITH_ENTRIES: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Exit records the ring buffer had no room for (tgid -> the record): userspace reads them
+/// when `LIFECYCLE_DROPPED` moves, so that no exit is lost, and removes them.
+#[map]
+pub static EXITS_LOST: HashMap<u32, ProcessExit> = HashMap::with_max_entries(16384, 0);
 
 /// What the inspection program read, for userspace that ran it.
 #[map]

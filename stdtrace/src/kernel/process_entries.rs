@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
-use stdtrace_common::FailureKey;
+use stdtrace_common::{FailureKey, ProcessExit};
 
 use super::loader::{LoadError, Tracer};
 
@@ -27,7 +27,7 @@ pub struct Folded {
 
 /// The maps whose element counts the summary reports: every map with per-process or
 /// per-call-path entries.
-pub const COUNTED_MAPS: [&str; 14] = [
+pub const COUNTED_MAPS: [&str; 15] = [
     "TARGETS",
     "GO_PROCESSES",
     "PARKED",
@@ -42,6 +42,7 @@ pub const COUNTED_MAPS: [&str; 14] = [
     "SIGPIPE_SEEN",
     "SIGPIPE_DELIVERY_WANTED",
     "PROCESSES_WITH_ENTRIES",
+    "EXITS_LOST",
 ];
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -116,6 +117,25 @@ impl Tracer {
             }
         }
         Ok(folded)
+    }
+
+    /// The exit records the ring buffer had no room for, kept by the kernel: taken (removed).
+    pub fn take_lost_exits(&mut self) -> Result<Vec<ProcessExit>, LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("EXITS_LOST")
+            .ok_or(LoadError::MissingMap("EXITS_LOST"))?;
+        let mut lost: BpfHashMap<&mut MapData, u32, ProcessExit> =
+            BpfHashMap::try_from(map).map_err(map_error("EXITS_LOST"))?;
+        let exits: Vec<ProcessExit> = lost
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, exit)| exit)
+            .collect();
+        for exit in &exits {
+            let _ = lost.remove(&exit.tgid);
+        }
+        Ok(exits)
     }
 
     /// Every process with an entry keyed by (process, ...) in a map userspace folds: to find,

@@ -1,10 +1,11 @@
 //! Folding exited processes: once a process has exited, its entries in the kernel's maps
 //! (failure tallies, call-site counts, SIGPIPE counts, parked goroutines) are read one last
 //! time, added to its binary's totals, and removed, so that the maps and stdtrace's own tables
-//! hold live processes only. Exits come from the kernel's exit records; when the kernel had to
-//! drop some (`lifecycle_dropped` moved) or could not arrange one (`processes_full`), and
-//! every [`RESCAN_EVERY_FOLDS`] folds anyway, the processes the maps and tables know are
-//! checked against `/proc`, which finds the exits that were not told.
+//! hold live processes only. Exits come from the kernel's exit records, and from those it kept
+//! (`EXITS_LOST`) when the ring buffer had no room for them; when the kernel had to drop some
+//! (`lifecycle_dropped` moved) or could not arrange or keep one (`processes_full`), and every
+//! [`RESCAN_EVERY_FOLDS`] folds anyway, the processes the maps and tables know are checked
+//! against `/proc`, which finds the exits that were not told.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -58,17 +59,23 @@ impl Folding {
         self.exiting.insert(pid, binary);
     }
 
+    /// An exit whose record the ring buffer had no room for was found in the kernel's keeping.
+    pub fn recovered_exit(&mut self) {
+        self.recovered_exits += 1;
+    }
+
     /// Reads the call sites' counts (sending those that changed), folds the processes that
-    /// exited since the last fold, and finds exits that were not told.
+    /// exited since the last fold, and finds exits that were not told; returns the pids a
+    /// rescan found gone.
     pub fn fold(
         &mut self,
         tracer: &mut Tracer,
         mut call_paths: Option<&mut CallPaths>,
         parked: Option<&mut ParkedGoroutines>,
         reporter: &Reporter,
-    ) {
+    ) -> Vec<u32> {
         self.folds += 1;
-        self.rescan_if_needed(tracer, call_paths.as_deref());
+        let gone = self.rescan_if_needed(tracer, call_paths.as_deref());
         let pids: HashSet<u32> = self.exiting.keys().copied().collect();
         let mut failures: FailureCounts = HashMap::new();
         if let Some(call_paths) = call_paths.as_deref_mut() {
@@ -86,13 +93,13 @@ impl Folding {
             }
         }
         if pids.is_empty() {
-            return;
+            return gone;
         }
         let folded = match tracer.fold_exited(&pids) {
             Ok(folded) => folded,
             Err(err) => {
                 log::warn!("folding the kernel entries of exited processes: {err:#}");
-                return;
+                return gone;
             }
         };
         for (key, count) in folded.failures {
@@ -125,12 +132,14 @@ impl Folding {
             parked.forget_processes(&pids);
         }
         reporter.send(ToReporter::Folded { pids, sigpipes });
+        gone
     }
 
     /// Rescans when the kernel lost exit records (or could not arrange some), and every
     /// [`RESCAN_EVERY_FOLDS`] folds: processes the kernel's maps or the tables know that are
     /// no longer in `/proc` exited unseen; live ones unknown to the table are learnt.
-    fn rescan_if_needed(&mut self, tracer: &Tracer, call_paths: Option<&CallPaths>) {
+    fn rescan_if_needed(&mut self, tracer: &Tracer, call_paths: Option<&CallPaths>) -> Vec<u32> {
+        let mut gone = Vec::new();
         let drops = match tracer.counters() {
             Ok(counters) => {
                 counters[counter::LIFECYCLE_DROPPED as usize]
@@ -139,7 +148,7 @@ impl Folding {
             Err(_) => self.drops_seen,
         };
         if drops == self.drops_seen && !self.folds.is_multiple_of(RESCAN_EVERY_FOLDS) {
-            return;
+            return gone;
         }
         self.drops_seen = drops;
         let mut candidates: HashSet<u32> = tracer.processes_with_entries().unwrap_or_default();
@@ -159,10 +168,12 @@ impl Folding {
                 continue;
             }
             self.exiting.insert(pid, None);
+            gone.push(pid);
             if with_entries.contains(&pid) {
                 self.recovered_exits += 1;
             }
         }
+        gone
     }
 
     /// The totals of the recently exited processes the summary still lists.

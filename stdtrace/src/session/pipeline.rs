@@ -98,18 +98,11 @@ impl Session {
                     exit_code,
                     binary,
                 }) => {
-                    self.capture.process_exited(pid);
-                    self.go.process_exited(pid);
-                    self.folding.exited(pid, binary);
                     // In order with the writes before it: they are what a SIGPIPE story needs.
                     if !batch.is_empty() {
                         self.capture_and_report(std::mem::take(&mut batch));
                     }
-                    self.reporter.send(ToReporter::Exit {
-                        pid,
-                        ts_ns,
-                        exit_code,
-                    });
+                    self.process_exited(pid, ts_ns, exit_code, binary);
                 }
                 Ok(Record::Sigpipe(event)) => {
                     if !batch.is_empty() {
@@ -143,16 +136,44 @@ impl Session {
         }
     }
 
+    /// A process exited: what is kept of it goes, its kernel entries are folded at the next
+    /// fold, and its SIGPIPE stories learn their fate.
+    fn process_exited(&mut self, pid: u32, ts_ns: u64, exit_code: u32, binary: Option<BinaryId>) {
+        self.capture.process_exited(pid);
+        self.go.process_exited(pid);
+        self.folding.exited(pid, binary);
+        self.reporter.send(ToReporter::Exit {
+            pid,
+            ts_ns,
+            exit_code,
+        });
+    }
+
     /// Reports the counts of repeated failures that changed, and folds the processes that
-    /// exited.
+    /// exited, those whose exit record the ring buffer had no room for (kept by the kernel)
+    /// and those a rescan of `/proc` finds gone.
     pub fn report_repeats(&mut self) {
         self.learn();
-        self.folding.fold(
+        match self.tracer.take_lost_exits() {
+            Ok(lost) => {
+                for exit in lost {
+                    self.folding.recovered_exit();
+                    let binary = BinaryId::known(exit.dev, exit.ino);
+                    self.process_exited(exit.tgid, exit.ts_ns, exit.exit_code, binary);
+                }
+            }
+            Err(err) => log::debug!("reading the lost exit records: {err:#}"),
+        }
+        let gone = self.folding.fold(
             &mut self.tracer,
             self.call_paths.as_mut(),
             self.parked.as_mut(),
             &self.reporter,
         );
+        for pid in gone {
+            self.capture.process_exited(pid);
+            self.go.process_exited(pid);
+        }
     }
 
     fn drain_mappings(&mut self) {
