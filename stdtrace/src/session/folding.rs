@@ -70,7 +70,7 @@ impl Folding {
     pub fn fold(
         &mut self,
         tracer: &mut Tracer,
-        mut call_paths: Option<&mut CallPaths>,
+        call_paths: Option<&mut CallPaths>,
         parked: Option<&mut ParkedGoroutines>,
         reporter: &Reporter,
     ) -> Vec<u32> {
@@ -78,7 +78,7 @@ impl Folding {
         let gone = self.rescan_if_needed(tracer, call_paths.as_deref());
         let pids: HashSet<u32> = self.exiting.keys().copied().collect();
         let mut failures: FailureCounts = HashMap::new();
-        if let Some(call_paths) = call_paths.as_deref_mut() {
+        if let Some(call_paths) = call_paths {
             call_paths.processes_exited(&pids);
             let processes = &self.processes;
             let counted = call_paths.read(|pid| {

@@ -239,8 +239,8 @@ fn text_says_how_many_processes_failed_at_the_same_call_path() {
     let said = "processes of failing_writes- failed at the same call path: write(4) EPIPE";
     let line = text
         .lines()
-        .filter(|line| line.contains(said))
-        .last()
+        .rev()
+        .find(|line| line.contains(said))
         .unwrap_or_else(|| panic!("no line saying {said:?}: {text}"));
     let processes: u64 = line
         .trim_start()
