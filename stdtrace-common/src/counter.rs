@@ -39,5 +39,8 @@ pub const PROCESSES_FULL: u32 = 14;
 /// SIGPIPE state (first SIGPIPE seen per fd, pending fates, counts) that could not be recorded
 /// because its map was full.
 pub const SIGPIPE_FULL: u32 = 15;
+/// Children of targets that could not be added to the target set because it was full: they
+/// are not traced.
+pub const TARGETS_FULL: u32 = 16;
 /// Number of counters.
-pub const COUNT: u32 = 16;
+pub const COUNT: u32 = 17;

@@ -45,11 +45,29 @@ impl ImageBases {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<ImageBases>() == 40);
+/// A binary: the device and inode of an executable (the value of the kernel's map of
+/// processes with entries, so that a process's exit names its binary on every kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExecutableId {
+    /// `super_block.s_dev` of the executable's inode.
+    pub dev: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The executable's inode number; 0 when unknown.
+    pub ino: u64,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<ImageBases>() == 40);
+    assert!(core::mem::size_of::<ExecutableId>() == 16);
+};
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: `#[repr(C)]`, made only of integers, with no implicit padding (checked by the
     // size assertion above): every bit pattern is valid.
     unsafe impl aya::Pod for super::ImageBases {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecutableId {}
 }

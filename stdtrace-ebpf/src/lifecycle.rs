@@ -37,8 +37,13 @@ pub fn on_fork(ctx: &RawTracePointContext) {
         return;
     };
     // A new thread shares its parent's tgid and is already covered.
-    if child_tgid != parent_tgid && TARGETS.insert(&child_tgid, &1, 0).is_ok() {
+    if child_tgid == parent_tgid {
+        return;
+    }
+    if TARGETS.insert(&child_tgid, &1, 0).is_ok() {
         bump(counter::CHILDREN_FOLLOWED);
+    } else {
+        bump(counter::TARGETS_FULL);
     }
 }
 
@@ -90,11 +95,21 @@ pub fn on_exit(ctx: &RawTracePointContext) {
     // any with entries to fold.
     let was_target = config::targets_only() && TARGETS.remove(&tgid).is_ok();
     let sigpipe = SIGPIPE_PENDING.remove(&tgid).is_ok();
-    let has_entries = PROCESSES_WITH_ENTRIES.remove(&tgid).is_ok();
+    // SAFETY: the value is copied out at once.
+    let tracked = unsafe { PROCESSES_WITH_ENTRIES.get(&tgid) }.copied();
+    let has_entries = tracked.is_some() && PROCESSES_WITH_ENTRIES.remove(&tgid).is_ok();
     if !was_target && !sigpipe && !has_entries {
         return;
     }
-    let image = crate::image::current();
+    // The binary: from the mm where this kernel still has it at this tracepoint (6.16 on),
+    // else as it was when the process's first entry was made.
+    let mut image = crate::image::current();
+    if image.ino == 0
+        && let Some(tracked) = tracked
+    {
+        image.dev = tracked.dev;
+        image.ino = tracked.ino;
+    }
     let record = ProcessExit {
         kind: record_kind::PROCESS_EXIT,
         tgid,

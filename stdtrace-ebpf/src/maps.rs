@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use stdtrace_common::{
-    BLOCKED_SLOTS, BlockedWrite, CallSiteKey, FailureKey, FingerprintKey, Fingerprints,
-    FirstReturn, GoLayout, ImageBases, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, PipeState,
-    ProcessExit, ReaderGone, SiteCount, SiteKey, SocketState, ThreadState, counter,
+    BLOCKED_SLOTS, BlockedWrite, CallSiteKey, ExecutableId, FailureKey, FingerprintKey,
+    Fingerprints, FirstReturn, GoLayout, ImageBases, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite,
+    PipeState, ProcessExit, ReaderGone, SiteCount, SiteKey, SocketState, ThreadState, counter,
 };
 
 /// `BPF_F_MMAPABLE`: userspace maps the array into its memory and reads it without syscalls.
@@ -142,10 +142,11 @@ pub static SIGPIPE_SEEN: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0)
 pub static SIGPIPE_DELIVERY_WANTED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
 /// Processes with entries keyed by (tgid, ...) in `FAILURES`, `SITE_COUNTS`, `SIGPIPE_COUNTS`
-/// or `SIGPIPE_SEEN` (tgid -> 1): their exit is reported, so that userspace folds those
-/// entries into its totals and removes them. The exit program removes the process.
+/// or `SIGPIPE_SEEN` (tgid -> its binary, read when its first entry was made): their exit is
+/// reported, with the binary, so that userspace folds those entries into its binary's totals
+/// and removes them. The exit program removes the process.
 #[map]
-pub static PROCESSES_WITH_ENTRIES: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+pub static PROCESSES_WITH_ENTRIES: HashMap<u32, ExecutableId> = HashMap::with_max_entries(65536, 0);
 
 /// Exit records the ring buffer had no room for (tgid -> the record): userspace reads them
 /// when `LIFECYCLE_DROPPED` moves, so that no exit is lost, and removes them.
@@ -212,7 +213,13 @@ pub fn track_process(tgid: u32) {
     if unsafe { PROCESSES_WITH_ENTRIES.get(&tgid) }.is_some() {
         return;
     }
-    if PROCESSES_WITH_ENTRIES.insert(&tgid, &1, 0).is_err() {
+    let image = crate::image::current();
+    let binary = ExecutableId {
+        dev: image.dev,
+        _pad: 0,
+        ino: image.ino,
+    };
+    if PROCESSES_WITH_ENTRIES.insert(&tgid, &binary, 0).is_err() {
         bump(counter::PROCESSES_FULL);
     }
 }

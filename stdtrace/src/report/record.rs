@@ -273,6 +273,8 @@ pub struct KernelCounters {
     pub sigpipe_full: u64,
     /// Call paths the kernel had no room for (their failures are sent in full, counted).
     pub call_sites_full: u64,
+    /// Children of targets not traced because the kernel's target set was full.
+    pub targets_full: u64,
 }
 
 /// `{"type":"summary",...}`: the last line of every run.

@@ -221,6 +221,7 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
             processes_full: counters[counter::PROCESSES_FULL as usize],
             sigpipe_full: counters[counter::SIGPIPE_FULL as usize],
             call_sites_full: ending.call_sites_full,
+            targets_full: counters[counter::TARGETS_FULL as usize],
         },
         // The recording fills it in when it has written everything before the summary.
         output_records_dropped: None,

@@ -158,7 +158,7 @@ fn summary_schema() {
                        "tally_full": 0, "children_followed": 0, "lifecycle_dropped": 0,
                        "writes_blocked": 0, "blocked_untracked": 0, "blocked_dropped": 0,
                        "sites_full": 0, "parked_full": 0, "processes_full": 0,
-                       "sigpipe_full": 0, "call_sites_full": 0}
+                       "sigpipe_full": 0, "call_sites_full": 0, "targets_full": 0}
         })
     );
 }
