@@ -7,7 +7,8 @@ use aya_ebpf::{
 use stdtrace_common::{
     BLOCKED_SLOTS, BlockedWrite, CallSiteKey, ExecutableId, FailureKey, FingerprintKey,
     Fingerprints, FirstReturn, GoLayout, ImageBases, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite,
-    PipeState, ProcessExit, ReaderGone, SiteCount, SiteKey, SocketState, ThreadState, counter,
+    PipeState, ProcessExit, ReaderGone, SigpipeRecord, SiteCount, SiteKey, SocketState,
+    ThreadState, counter,
 };
 
 /// `BPF_F_MMAPABLE`: userspace maps the array into its memory and reads it without syscalls.
@@ -147,6 +148,11 @@ pub static SIGPIPE_DELIVERY_WANTED: HashMap<u32, u32> = HashMap::with_max_entrie
 /// and removes them. The exit program removes the process.
 #[map]
 pub static PROCESSES_WITH_ENTRIES: HashMap<u32, ExecutableId> = HashMap::with_max_entries(65536, 0);
+
+/// SIGPIPE records (generated) the ring buffer had no room for, by (process, fd)
+/// (`tgid << 32 | fd`): read and removed by userspace like `EXITS_LOST`.
+#[map]
+pub static SIGPIPES_LOST: HashMap<u64, SigpipeRecord> = HashMap::with_max_entries(4096, 0);
 
 /// Exit records the ring buffer had no room for (tgid -> the record): userspace reads them
 /// when `LIFECYCLE_DROPPED` moves, so that no exit is lost, and removes them.

@@ -21,7 +21,7 @@ use crate::{
     kernel::{self, user_register, user_registers},
     maps::{
         EVENTS, SCRATCH, SCRATCH_SIGNAL, SIGPIPE_COUNTS, SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING,
-        SIGPIPE_SEEN, SIGPIPE_WRITER, bump, is_target, track_process,
+        SIGPIPE_SEEN, SIGPIPE_WRITER, SIGPIPES_LOST, bump, is_target, track_process,
     },
 };
 
@@ -186,6 +186,13 @@ pub fn on_generate(ctx: &RawTracePointContext) {
     };
     if EVENTS.output::<_>(record, 0).is_err() {
         bump(counter::LIFECYCLE_DROPPED);
+        // Kept for userspace to find: the story is told late, not lost.
+        if SIGPIPES_LOST
+            .insert(&sigpipe_key(tgid, fd), &record, 0)
+            .is_err()
+        {
+            bump(counter::SIGPIPE_FULL);
+        }
     }
 }
 

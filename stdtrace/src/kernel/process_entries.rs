@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
-use stdtrace_common::{FailureKey, ProcessExit};
+use stdtrace_common::{FailureKey, ProcessExit, SigpipeRecord};
 
 use super::loader::{LoadError, Tracer};
 
@@ -27,7 +27,7 @@ pub struct Folded {
 
 /// The maps whose element counts the summary reports: every map with per-process or
 /// per-call-path entries.
-pub const COUNTED_MAPS: [&str; 15] = [
+pub const COUNTED_MAPS: [&str; 16] = [
     "TARGETS",
     "GO_PROCESSES",
     "PARKED",
@@ -43,6 +43,7 @@ pub const COUNTED_MAPS: [&str; 15] = [
     "SIGPIPE_DELIVERY_WANTED",
     "PROCESSES_WITH_ENTRIES",
     "EXITS_LOST",
+    "SIGPIPES_LOST",
 ];
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -136,6 +137,23 @@ impl Tracer {
             let _ = lost.remove(&exit.tgid);
         }
         Ok(exits)
+    }
+
+    /// The SIGPIPE records the ring buffer had no room for, kept by the kernel: taken.
+    pub fn take_lost_sigpipes(&mut self) -> Result<Vec<SigpipeRecord>, LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("SIGPIPES_LOST")
+            .ok_or(LoadError::MissingMap("SIGPIPES_LOST"))?;
+        let mut lost: BpfHashMap<&mut MapData, u64, SigpipeRecord> =
+            BpfHashMap::try_from(map).map_err(map_error("SIGPIPES_LOST"))?;
+        let kept: Vec<(u64, SigpipeRecord)> = lost.iter().filter_map(Result::ok).collect();
+        for (key, _) in &kept {
+            let _ = lost.remove(key);
+        }
+        let mut records: Vec<SigpipeRecord> = kept.into_iter().map(|(_, record)| record).collect();
+        records.sort_by_key(|record| record.ts_ns);
+        Ok(records)
     }
 
     /// Every process with an entry keyed by (process, ...) in a map userspace folds: to find,

@@ -154,6 +154,17 @@ impl Session {
     /// and those a rescan of `/proc` finds gone.
     pub fn report_repeats(&mut self) {
         self.learn();
+        // SIGPIPE records the ring buffer had no room for: their stories, late (before the
+        // lost exits that may end them).
+        match self.tracer.take_lost_sigpipes() {
+            Ok(lost) => {
+                for record in lost {
+                    let event = events::decode::sigpipe_event(&record);
+                    self.reporter.send(ToReporter::Sigpipe(event));
+                }
+            }
+            Err(err) => log::debug!("reading the lost SIGPIPE records: {err:#}"),
+        }
         match self.tracer.take_lost_exits() {
             Ok(lost) => {
                 for exit in lost {
