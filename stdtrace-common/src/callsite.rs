@@ -4,18 +4,22 @@
 /// Return addresses a call-site fingerprint checks, at most.
 pub const FINGERPRINT_FRAMES: usize = 12;
 
-/// Fingerprints kept per (process, syscall pc, first return address).
+/// Fingerprints kept per (binary, syscall pc, first return address).
 pub const FINGERPRINT_ALTERNATIVES: usize = 4;
 
-/// A process's syscall instruction: the key of [`FirstReturn`].
+/// A binary's syscall instruction: the key of [`FirstReturn`]. Keyed by the binary, not the
+/// process, so that every process of a binary shares what one of them taught.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CallSiteKey {
-    /// Process id.
-    pub tgid: u32,
+    /// The binary's device ([`ImageBases::dev`](crate::ImageBases)).
+    pub dev: u32,
     /// Explicit padding.
     pub _pad: u32,
-    /// The user pc after the syscall instruction (`pt_regs.ip`).
+    /// The binary's inode ([`ImageBases::ino`](crate::ImageBases)).
+    pub ino: u64,
+    /// The user pc after the syscall instruction (`pt_regs.ip`), normalized
+    /// ([`ImageBases::normalize`](crate::ImageBases::normalize)).
     pub ip: u64,
 }
 
@@ -34,15 +38,18 @@ pub struct FirstReturn {
 /// The most stack a fingerprint spans, from the stack pointer.
 pub const FINGERPRINT_SPAN: u32 = 4096;
 
-/// A process's syscall instruction and the first return address above it: the key of
-/// [`Fingerprints`].
+/// A binary's syscall instruction and the first return address above it: the key of
+/// [`Fingerprints`]. Addresses are normalized
+/// ([`ImageBases::normalize`](crate::ImageBases::normalize)).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FingerprintKey {
-    /// Process id.
-    pub tgid: u32,
+    /// The binary's device.
+    pub dev: u32,
     /// Explicit padding.
     pub _pad: u32,
+    /// The binary's inode.
+    pub ino: u64,
     /// The user pc after the syscall instruction (`pt_regs.ip`).
     pub ip: u64,
     /// The return address found at [`FirstReturn::offset`] above the stack pointer.
@@ -62,7 +69,7 @@ pub struct Fingerprint {
     pub frames: u32,
     /// Where each return address is: bytes above the stack pointer.
     pub offsets: [u32; FINGERPRINT_FRAMES],
-    /// The return address expected at each offset.
+    /// The return address expected at each offset, normalized.
     pub values: [u64; FINGERPRINT_FRAMES],
 }
 
@@ -106,9 +113,9 @@ pub struct SiteCount {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<CallSiteKey>() == 16);
+    assert!(core::mem::size_of::<CallSiteKey>() == 24);
     assert!(core::mem::size_of::<FirstReturn>() == 8);
-    assert!(core::mem::size_of::<FingerprintKey>() == 24);
+    assert!(core::mem::size_of::<FingerprintKey>() == 32);
     assert!(core::mem::size_of::<Fingerprint>() == 8 + FINGERPRINT_FRAMES * 12);
     assert!(
         core::mem::size_of::<Fingerprints>()

@@ -123,8 +123,16 @@ pub struct KernelLayout {
     pub sock_wmem_alloc: u32,
     /// `sock.sk_backlog.rmem_alloc` (`sk_rmem_alloc`).
     pub sock_rmem_alloc: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `mm_struct.exe_file`.
+    pub mm_exe_file: u32,
+    /// `mm_struct.start_code`.
+    pub mm_start_code: u32,
+    /// `mm_struct.end_code`.
+    pub mm_end_code: u32,
+    /// `mm_struct.mmap_base`.
+    pub mm_mmap_base: u32,
 }
 
 /// Configuration written into the programs' read-only data before they are loaded.
@@ -208,7 +216,11 @@ impl TracerConfig {
             sock_wmem_queued: 0,
             sock_wmem_alloc: 0,
             sock_rmem_alloc: 0,
-            _pad: 0,
+            task_mm: 0,
+            mm_exe_file: 0,
+            mm_start_code: 0,
+            mm_end_code: 0,
+            mm_mmap_base: 0,
         },
     };
 
@@ -224,8 +236,8 @@ impl TracerConfig {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<KernelLayout>() == 58 * 4);
-    assert!(core::mem::size_of::<TracerConfig>() == 8 + 32 + 8 + 58 * 4);
+    assert!(core::mem::size_of::<KernelLayout>() == 62 * 4);
+    assert!(core::mem::size_of::<TracerConfig>() == 8 + 32 + 8 + 62 * 4);
 };
 
 #[cfg(feature = "user")]

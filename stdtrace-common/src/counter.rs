@@ -32,5 +32,15 @@ pub const SITES_FULL: u32 = 12;
 /// Goroutines parked after EAGAIN that could not be recorded because the map of parked
 /// goroutines had no room: they are never reported parked, nor resumed.
 pub const PARKED_FULL: u32 = 13;
+/// Processes with kernel entries (failures, sites, SIGPIPEs) that could not be recorded in
+/// the map of such processes because it was full, or whose lost exit record could not be kept
+/// in `EXITS_LOST`: userspace finds their exit by rescanning `/proc`.
+pub const PROCESSES_FULL: u32 = 14;
+/// SIGPIPE state (first SIGPIPE seen per fd, pending fates, counts) that could not be recorded
+/// because its map was full.
+pub const SIGPIPE_FULL: u32 = 15;
+/// Children of targets that could not be added to the target set because it was full: they
+/// are not traced.
+pub const TARGETS_FULL: u32 = 16;
 /// Number of counters.
-pub const COUNT: u32 = 14;
+pub const COUNT: u32 = 17;

@@ -17,6 +17,7 @@ pub mod capture;
 pub mod config;
 pub mod counter;
 pub mod goroutine;
+pub mod image;
 pub mod lifecycle;
 pub mod parked;
 pub mod pipe;
@@ -34,6 +35,7 @@ pub use callsite::{
 pub use capture::{PAGE_SIZE, REGS_COPY_WORDS, STACK_COPY_BYTES, STACK_PAGES, TASK_COMM_LEN};
 pub use config::{KernelLayout, MAX_ERRNO, TracerConfig};
 pub use goroutine::{GoLayout, GoMemory, Goroutine, go_flags};
+pub use image::{ExecutableId, ImageBases};
 pub use lifecycle::{ProcessExec, ProcessExit};
 pub use parked::{PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite};
 pub use pipe::{PipeState, ReaderGone, reader_gone};

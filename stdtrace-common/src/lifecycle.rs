@@ -14,6 +14,12 @@ pub struct ProcessExec {
     pub ts_ns: u64,
     /// The new command name, NUL-padded.
     pub comm: [u8; TASK_COMM_LEN],
+    /// The new binary: its device and inode (0 when unreadable).
+    pub dev: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Its inode.
+    pub ino: u64,
 }
 
 /// A traced process ended (its last thread exited).
@@ -28,11 +34,21 @@ pub struct ProcessExit {
     pub ts_ns: u64,
     /// `task_struct.exit_code`: the wait status (`code << 8`, or the killing signal number).
     pub exit_code: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// The binary it ran: its device and inode, where the kernel still has its `mm` at this
+    /// tracepoint (since Linux 6.16); 0 otherwise.
+    pub dev: u32,
+    /// Its inode.
+    pub ino: u64,
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<ProcessExec>() == 32);
-    assert!(core::mem::size_of::<ProcessExit>() == 24);
+    assert!(core::mem::size_of::<ProcessExec>() == 48);
+    assert!(core::mem::size_of::<ProcessExit>() == 32);
 };
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: `#[repr(C)]`, made only of integers, with no implicit padding (checked by the
+    // size assertions above): every bit pattern is valid.
+    unsafe impl aya::Pod for super::ProcessExit {}
+}

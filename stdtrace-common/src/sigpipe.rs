@@ -40,3 +40,10 @@ pub struct SigpipeRecord {
 const _: () = {
     assert!(core::mem::size_of::<SigpipeRecord>() == 72);
 };
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: `#[repr(C)]`, made only of integers and arrays of integers, with no implicit
+    // padding (checked by the size assertion above): every bit pattern is valid.
+    unsafe impl aya::Pod for super::SigpipeRecord {}
+}

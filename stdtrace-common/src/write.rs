@@ -1,7 +1,7 @@
 //! An output syscall (the write family, and the send family) that failed with a watched errno, or returned after blocking: the
 //! record the kernel sends, what its fd pointed at, and the kernel's exact tallies.
 
-use crate::{Goroutine, REGS_COPY_WORDS, STACK_COPY_BYTES, TASK_COMM_LEN};
+use crate::{Goroutine, ImageBases, REGS_COPY_WORDS, STACK_COPY_BYTES, TASK_COMM_LEN};
 
 /// The output syscalls stdtrace traces (the write family and the send family), as carried in
 /// [`WriteRecord::syscall`].
@@ -154,6 +154,8 @@ pub struct WriteRecord {
     pub go: Goroutine,
     /// With [`write_flags::G_SNAPSHOT`]: the start of the running `g`, copied at event time.
     pub g_snapshot: [u8; G_SNAPSHOT_BYTES],
+    /// The process's binary and code bases, for failed writes: how its call path is keyed.
+    pub image: ImageBases,
     /// User address of `stack[0]`: the start of the page holding the stack pointer.
     pub stack_base: u64,
     /// Copy of the user stack from `stack_base` upwards.
@@ -177,6 +179,7 @@ const _: () = {
                 + REGS_COPY_WORDS * 8
                 + 72
                 + G_SNAPSHOT_BYTES
+                + 40
                 + 8
                 + STACK_COPY_BYTES
     );

@@ -4,7 +4,9 @@
 //!
 //! Userspace unwinds the first occurrence with the binaries' CFI and tells the kernel where
 //! that path's return addresses sit above the stack pointer, and what they are (a
-//! fingerprint, keyed by the syscall's pc and the first return address). A later failure whose
+//! fingerprint, keyed by the binary, the syscall's pc and the first return address, all
+//! addresses normalized against the process's code bases: `stdtrace_common::image`), so that
+//! another process of the same binary failing at the same path is counted, not sent again. A later failure whose
 //! stack holds the same return addresses at the same places comes from the same path. The
 //! check costs two map lookups and one read of the top of the user stack (a few hundred
 //! bytes, into per-CPU scratch memory) instead of a 16 KiB copy and a report; the count is one
@@ -13,12 +15,15 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use stdtrace_common::{
     CallSiteKey, FINGERPRINT_ALTERNATIVES, FINGERPRINT_FRAMES, FINGERPRINT_SPAN, FailureKey,
-    Fingerprint, FingerprintKey, SiteCount, SiteKey, counter,
+    Fingerprint, FingerprintKey, ImageBases, SiteCount, SiteKey, counter,
 };
 
-use crate::maps::{
-    CALL_SITES, CALL_SITES_GENERATION, FINGERPRINTS, SCRATCH_STACK_BYTES, SITE_COUNTS, Scratch,
-    bump, tally,
+use crate::{
+    image,
+    maps::{
+        CALL_SITES, CALL_SITES_GENERATION, FINGERPRINTS, SCRATCH_STACK_BYTES, SITE_COUNTS, Scratch,
+        bump, tally, track_process,
+    },
 };
 
 const _: () = assert!(FINGERPRINT_SPAN as usize == SCRATCH_STACK_BYTES);
@@ -36,7 +41,8 @@ fn word_at(scratch: *const Scratch, offset: u32, span: u32) -> Option<u64> {
 }
 
 /// If the failed write `key`, made at user pc `ip` with stack pointer `sp`, comes from a call
-/// path already reported, counts it there and returns true; false when it must be sent.
+/// path already reported (by this process or another of its binary), counts it there and
+/// returns true; false when it must be sent.
 #[inline(always)]
 pub fn counted_at_known_site(
     scratch: *mut Scratch,
@@ -45,7 +51,12 @@ pub fn counted_at_known_site(
     key: &FailureKey,
     now: u64,
 ) -> bool {
-    let Some((offset, span)) = first_return_of(scratch, key.tgid, ip) else {
+    if !image_of(scratch, key.tgid) {
+        return false;
+    }
+    // SAFETY: `scratch` is this CPU's scratch value; `image_of` filled its image.
+    let image = unsafe { &(*scratch).image };
+    let Some((offset, span)) = first_return_of(scratch, image, ip) else {
         return false;
     };
     let span = span.min(FINGERPRINT_SPAN);
@@ -63,10 +74,11 @@ pub fn counted_at_known_site(
         return false;
     };
     let fingerprint_key = FingerprintKey {
-        tgid: key.tgid,
+        dev: image.dev,
         _pad: 0,
-        ip,
-        first_return,
+        ino: image.ino,
+        ip: image.normalize(ip),
+        first_return: image.normalize(first_return),
     };
     let Some(known) = FINGERPRINTS.get_ptr(&fingerprint_key) else {
         return false;
@@ -78,7 +90,7 @@ pub fn counted_at_known_site(
         if fingerprint.site == 0 {
             break;
         }
-        if matches(scratch, fingerprint, span) {
+        if matches(scratch, image, fingerprint, span) {
             count(key, fingerprint.site, now);
             return true;
         }
@@ -86,27 +98,48 @@ pub fn counted_at_known_site(
     false
 }
 
+/// Makes this CPU's scratch hold the current process's image; false when it has none (a
+/// kernel thread, an unreadable executable). Read once per process per CPU in a storm.
+#[inline(always)]
+fn image_of(scratch: *mut Scratch, tgid: u32) -> bool {
+    let Some(mm) = image::current_mm() else {
+        return false;
+    };
+    // SAFETY: `scratch` is this CPU's scratch value, used by one program at a time.
+    unsafe {
+        if (*scratch).image_tgid == tgid && (*scratch).image_mm == mm {
+            return (*scratch).image.ino != 0;
+        }
+        (*scratch).image = image::of_mm(mm);
+        (*scratch).image_tgid = tgid;
+        (*scratch).image_mm = mm;
+        (*scratch).site_ip = 0;
+        (*scratch).image.ino != 0
+    }
+}
+
 /// Where the first return address above `ip`'s syscall is, and how much stack to read: from
 /// this CPU's copy of the last lookup when it is still current, else from `CALL_SITES`.
 #[inline(always)]
-fn first_return_of(scratch: *mut Scratch, tgid: u32, ip: u64) -> Option<(u32, u32)> {
+fn first_return_of(scratch: *mut Scratch, image: &ImageBases, ip: u64) -> Option<(u32, u32)> {
     let generation = CALL_SITES_GENERATION.get(0).copied().unwrap_or(0);
     // SAFETY: `scratch` is this CPU's scratch value, used by one program at a time.
     unsafe {
-        if (*scratch).site_tgid == tgid
-            && (*scratch).site_ip == ip
-            && (*scratch).site_generation == generation
-        {
+        if (*scratch).site_ip == ip && (*scratch).site_generation == generation {
             return Some(((*scratch).site_offset, (*scratch).site_span));
         }
     }
-    let site_key = CallSiteKey { tgid, _pad: 0, ip };
+    let site_key = CallSiteKey {
+        dev: image.dev,
+        _pad: 0,
+        ino: image.ino,
+        ip: image.normalize(ip),
+    };
     // SAFETY: the value is copied out at once.
     let (offset, span) =
         (unsafe { CALL_SITES.get(&site_key) }).map(|first| (first.offset, first.span))?;
     // SAFETY: as above.
     unsafe {
-        (*scratch).site_tgid = tgid;
         (*scratch).site_ip = ip;
         (*scratch).site_generation = generation;
         (*scratch).site_offset = offset;
@@ -117,12 +150,18 @@ fn first_return_of(scratch: *mut Scratch, tgid: u32, ip: u64) -> Option<(u32, u3
 
 /// Whether the stack copy holds the fingerprint's return addresses at its offsets.
 #[inline(always)]
-fn matches(scratch: *const Scratch, fingerprint: &Fingerprint, span: u32) -> bool {
+fn matches(
+    scratch: *const Scratch,
+    image: &ImageBases,
+    fingerprint: &Fingerprint,
+    span: u32,
+) -> bool {
     for frame in 0..FINGERPRINT_FRAMES {
         if frame as u32 >= fingerprint.frames {
             return true;
         }
-        if word_at(scratch, fingerprint.offsets[frame], span) != Some(fingerprint.values[frame]) {
+        let found = word_at(scratch, fingerprint.offsets[frame], span);
+        if found.map(|word| image.normalize(word)) != Some(fingerprint.values[frame]) {
             return false;
         }
     }
@@ -159,5 +198,7 @@ fn count(key: &FailureKey, site: u32, now: u64) {
     if SITE_COUNTS.insert(&site_key, &first, 0).is_err() {
         bump(counter::SITES_FULL);
         tally(key);
+        return;
     }
+    track_process(key.tgid);
 }

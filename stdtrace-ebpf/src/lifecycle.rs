@@ -17,7 +17,10 @@ use stdtrace_common::{ProcessExec, ProcessExit, counter, record_kind};
 
 use crate::{
     config, kernel,
-    maps::{EVENTS, SIGPIPE_PENDING, TARGETS, bump, is_target},
+    maps::{
+        EVENTS, EXITS_LOST, GO_PROCESSES, PROCESSES_WITH_ENTRIES, READER_WATCH,
+        SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING, TARGETS, bump, is_target,
+    },
 };
 
 #[inline(always)]
@@ -34,8 +37,13 @@ pub fn on_fork(ctx: &RawTracePointContext) {
         return;
     };
     // A new thread shares its parent's tgid and is already covered.
-    if child_tgid != parent_tgid && TARGETS.insert(&child_tgid, &1, 0).is_ok() {
+    if child_tgid == parent_tgid {
+        return;
+    }
+    if TARGETS.insert(&child_tgid, &1, 0).is_ok() {
         bump(counter::CHILDREN_FOLLOWED);
+    } else {
+        bump(counter::TARGETS_FULL);
     }
 }
 
@@ -45,12 +53,16 @@ pub fn on_exec(_ctx: &RawTracePointContext) {
     if tgid == config::self_tgid() || (config::targets_only() && !is_target(tgid)) {
         return;
     }
+    let image = crate::image::current();
     let record = ProcessExec {
         kind: record_kind::PROCESS_EXEC,
         tgid,
         // SAFETY: plain helper call.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or_default(),
+        dev: image.dev,
+        _pad: 0,
+        ino: image.ino,
     };
     if EVENTS.output::<_>(record, 0).is_err() {
         bump(counter::LIFECYCLE_DROPPED);
@@ -74,11 +86,29 @@ pub fn on_exit(ctx: &RawTracePointContext) {
         return;
     }
     crate::readers::on_process_exit(tgid);
-    // Reported for targets, and for any process a SIGPIPE was generated for (its fate).
+    // What is keyed by the process alone goes with it; what is keyed by (process, fd, ...) is
+    // folded and removed by userspace, told by this exit's record.
+    let _ = SIGPIPE_DELIVERY_WANTED.remove(&tgid);
+    let _ = READER_WATCH.remove(&tgid);
+    let _ = GO_PROCESSES.remove(&tgid);
+    // Reported for targets, for any process a SIGPIPE was generated for (its fate), and for
+    // any with entries to fold.
     let was_target = config::targets_only() && TARGETS.remove(&tgid).is_ok();
     let sigpipe = SIGPIPE_PENDING.remove(&tgid).is_ok();
-    if !was_target && !sigpipe {
+    // SAFETY: the value is copied out at once.
+    let tracked = unsafe { PROCESSES_WITH_ENTRIES.get(&tgid) }.copied();
+    let has_entries = tracked.is_some() && PROCESSES_WITH_ENTRIES.remove(&tgid).is_ok();
+    if !was_target && !sigpipe && !has_entries {
         return;
+    }
+    // The binary: from the mm where this kernel still has it at this tracepoint (6.16 on),
+    // else as it was when the process's first entry was made.
+    let mut image = crate::image::current();
+    if image.ino == 0
+        && let Some(tracked) = tracked
+    {
+        image.dev = tracked.dev;
+        image.ino = tracked.ino;
     }
     let record = ProcessExit {
         kind: record_kind::PROCESS_EXIT,
@@ -86,9 +116,14 @@ pub fn on_exit(ctx: &RawTracePointContext) {
         // SAFETY: plain helper call.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         exit_code: kernel::read::<u32>(kernel::current_task(), layout.task_exit_code).unwrap_or(0),
-        _pad: 0,
+        dev: image.dev,
+        ino: image.ino,
     };
     if EVENTS.output::<_>(record, 0).is_err() {
         bump(counter::LIFECYCLE_DROPPED);
+        // Kept for userspace to find: an exit is never lost without a trace.
+        if EXITS_LOST.insert(&tgid, &record, 0).is_err() {
+            bump(counter::PROCESSES_FULL);
+        }
     }
 }

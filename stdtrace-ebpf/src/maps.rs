@@ -2,12 +2,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use stdtrace_common::{
-    BLOCKED_SLOTS, BlockedWrite, CallSiteKey, FailureKey, FingerprintKey, Fingerprints,
-    FirstReturn, GoLayout, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, PipeState, PtyState,
-    ReaderGone, SiteCount, SiteKey, SocketState, ThreadState, TtyLayout, counter,
+    BLOCKED_SLOTS, BlockedWrite, CallSiteKey, ExecutableId, FailureKey, FingerprintKey,
+    Fingerprints, FirstReturn, GoLayout, ImageBases, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite,
+    PipeState, ProcessExit, PtyState, ReaderGone, SigpipeRecord, SiteCount, SiteKey, SocketState,
+    ThreadState, TtyLayout, counter,
 };
 
 /// `BPF_F_MMAPABLE`: userspace maps the array into its memory and reads it without syscalls.
@@ -84,15 +85,19 @@ pub static SIGPIPE_WRITER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0
 pub const SCRATCH_STACK_BYTES: usize = 4096;
 
 /// Per-CPU room for the top of the user stack, read in one go (bigger than a program's stack;
-/// one read of a few hundred bytes costs less than a few 8-byte reads), and what the last event on this CPU looked up, which the next one, in an
-/// error storm, is most likely to look up again.
+/// one read of a few hundred bytes costs less than a few 8-byte reads), and what the last event
+/// on this CPU looked up, which the next one, in an error storm, is most likely to look up
+/// again.
 #[repr(C)]
 pub struct Scratch {
     pub stack: [u8; SCRATCH_STACK_BYTES],
-    /// The last (process, pc) found in `CALL_SITES`, under `CALL_SITES_GENERATION`
-    /// `site_generation`, and its entry.
-    pub site_tgid: u32,
+    /// The last process (tgid and `mm`) whose image was read, and that image.
+    pub image_tgid: u32,
+    /// `CALL_SITES_GENERATION` when `site_ip` was looked up.
     pub site_generation: u32,
+    pub image_mm: u64,
+    pub image: ImageBases,
+    /// The last pc of that process found in `CALL_SITES` (0 for none), and its entry.
     pub site_ip: u64,
     pub site_offset: u32,
     pub site_span: u32,
@@ -112,26 +117,47 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
 #[map]
 pub static CALL_SITES_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
+// The SIGPIPE maps are plain hash maps, not LRU ones: an LRU map would evict a live process's
+// state without a trace. Per-process entries go when the process exits (the exit program
+// removes those keyed by tgid; userspace folds and removes those keyed by (tgid, fd)), so they
+// hold live processes only; an insert into a full one is counted (`SIGPIPE_FULL`).
+
 /// Processes a SIGPIPE was generated for (tgid -> 1): their exit is reported, to tell their
 /// fate, even when they are not targets.
 #[map]
-pub static SIGPIPE_PENDING: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static SIGPIPE_PENDING: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
 /// SIGPIPEs raised by writes, per (process, fd) (`tgid << 32 | fd`), counted per CPU: only the
 /// first of each is sent to userspace; a writer that ignores SIGPIPE and fails a million writes
 /// sends one record, and its count is read from here.
 #[map]
-pub static SIGPIPE_COUNTS: LruPerCpuHashMap<u64, u64> =
-    LruPerCpuHashMap::with_max_entries(16384, 0);
+pub static SIGPIPE_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 
 /// (process, fd) pairs whose first SIGPIPE was sent (`tgid << 32 | fd` -> 1).
 #[map]
-pub static SIGPIPE_SEEN: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static SIGPIPE_SEEN: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
 /// Processes whose next SIGPIPE delivery is wanted (tgid -> 1): set when a SIGPIPE record is
 /// sent, so that a handler run is told once per story, not once per failed write.
 #[map]
-pub static SIGPIPE_DELIVERY_WANTED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static SIGPIPE_DELIVERY_WANTED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Processes with entries keyed by (tgid, ...) in `FAILURES`, `SITE_COUNTS`, `SIGPIPE_COUNTS`
+/// or `SIGPIPE_SEEN` (tgid -> its binary, read when its first entry was made): their exit is
+/// reported, with the binary, so that userspace folds those entries into its binary's totals
+/// and removes them. The exit program removes the process.
+#[map]
+pub static PROCESSES_WITH_ENTRIES: HashMap<u32, ExecutableId> = HashMap::with_max_entries(65536, 0);
+
+/// SIGPIPE records (generated) the ring buffer had no room for, by (process, fd)
+/// (`tgid << 32 | fd`): read and removed by userspace like `EXITS_LOST`.
+#[map]
+pub static SIGPIPES_LOST: HashMap<u64, SigpipeRecord> = HashMap::with_max_entries(4096, 0);
+
+/// Exit records the ring buffer had no room for (tgid -> the record): userspace reads them
+/// when `LIFECYCLE_DROPPED` moves, so that no exit is lost, and removes them.
+#[map]
+pub static EXITS_LOST: HashMap<u32, ProcessExit> = HashMap::with_max_entries(16384, 0);
 
 /// What the inspection program read, for userspace that ran it.
 #[map]
@@ -183,6 +209,7 @@ pub fn tally(key: &FailureKey) {
     }
     const BPF_NOEXIST: u64 = 1;
     if FAILURES.insert(key, &1, BPF_NOEXIST).is_ok() {
+        track_process(key.tgid);
         return;
     }
     // Another CPU created the entry between the lookup and the insert.
@@ -190,6 +217,25 @@ pub fn tally(key: &FailureKey) {
         // SAFETY: as above.
         Some(count) => unsafe { *count += 1 },
         None => bump(counter::TALLY_FULL),
+    }
+}
+
+/// The process has entries to fold at its exit: its exit is reported. Called when an entry is
+/// created, not for every failure.
+#[inline(always)]
+pub fn track_process(tgid: u32) {
+    // SAFETY: only the presence of the key is used.
+    if unsafe { PROCESSES_WITH_ENTRIES.get(&tgid) }.is_some() {
+        return;
+    }
+    let image = crate::image::current();
+    let binary = ExecutableId {
+        dev: image.dev,
+        _pad: 0,
+        ino: image.ino,
+    };
+    if PROCESSES_WITH_ENTRIES.insert(&tgid, &binary, 0).is_err() {
+        bump(counter::PROCESSES_FULL);
     }
 }
 

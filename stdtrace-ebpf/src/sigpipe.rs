@@ -21,7 +21,7 @@ use crate::{
     kernel::{self, user_register, user_registers},
     maps::{
         EVENTS, SCRATCH, SCRATCH_SIGNAL, SIGPIPE_COUNTS, SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING,
-        SIGPIPE_SEEN, SIGPIPE_WRITER, bump, is_target,
+        SIGPIPE_SEEN, SIGPIPE_WRITER, SIGPIPES_LOST, bump, is_target, track_process,
     },
 };
 
@@ -91,7 +91,11 @@ fn count(key: u64) {
         unsafe { *count += 1 };
         return;
     }
-    let _ = SIGPIPE_COUNTS.insert(&key, &1, 0);
+    if SIGPIPE_COUNTS.insert(&key, &1, 0).is_err() {
+        bump(counter::SIGPIPE_FULL);
+        return;
+    }
+    track_process((key >> 32) as u32);
 }
 
 #[inline(always)]
@@ -131,8 +135,14 @@ pub fn on_generate(ctx: &RawTracePointContext) {
     if from_write {
         let key = sigpipe_key(tgid, fd);
         // Only the first SIGPIPE of each (process, fd) is sent.
-        if SIGPIPE_SEEN.insert(&key, &1, BPF_NOEXIST).is_err() {
-            return;
+        const EEXIST: i64 = 17;
+        match SIGPIPE_SEEN.insert(&key, &1, BPF_NOEXIST) {
+            Ok(()) => track_process(tgid),
+            Err(err) if i64::from(err) == -EEXIST => return,
+            Err(_) => {
+                // Full: this process's SIGPIPEs on this fd are each told (and counted).
+                bump(counter::SIGPIPE_FULL);
+            }
         }
         // Its write goes out in full, even from a call site already reported.
         if let Some(writer) = SIGPIPE_WRITER.get_ptr_mut(0) {
@@ -153,8 +163,11 @@ pub fn on_generate(ctx: &RawTracePointContext) {
         .unwrap_or(0);
     let mask = kernel::read::<u64>(task, layout.task_blocked).unwrap_or(0);
     // Its exit must be reported even when its process is not a target (node-wide mode).
-    let _ = SIGPIPE_PENDING.insert(&tgid, &1, 0);
-    let _ = SIGPIPE_DELIVERY_WANTED.insert(&tgid, &1, 0);
+    if SIGPIPE_PENDING.insert(&tgid, &1, 0).is_err()
+        || SIGPIPE_DELIVERY_WANTED.insert(&tgid, &1, 0).is_err()
+    {
+        bump(counter::SIGPIPE_FULL);
+    }
     let record = SigpipeRecord {
         kind: record_kind::SIGPIPE_GENERATED,
         tgid,
@@ -173,6 +186,13 @@ pub fn on_generate(ctx: &RawTracePointContext) {
     };
     if EVENTS.output::<_>(record, 0).is_err() {
         bump(counter::LIFECYCLE_DROPPED);
+        // Kept for userspace to find: the story is told late, not lost.
+        if SIGPIPES_LOST
+            .insert(&sigpipe_key(tgid, fd), &record, 0)
+            .is_err()
+        {
+            bump(counter::SIGPIPE_FULL);
+        }
     }
 }
 

@@ -33,7 +33,7 @@ use stdtrace_common::{
 };
 
 use crate::{
-    blocked, callsite, config,
+    blocked, callsite, config, image,
     kernel::{self, read_fd, user_register, user_registers},
     maps::{
         EVENTS, GO_PROCESSES, SCRATCH, SCRATCH_WRITE_EXIT, SIGPIPE_WRITER, bump, is_target, tally,
@@ -193,14 +193,15 @@ fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
         let go = current_goroutine(&layout, tgid, regs);
         parked::record(tgid, tid, fd, syscall, &go);
     }
-    // The write that raised its process's first SIGPIPE on this fd goes out in full: the
-    // SIGPIPE story is told with it.
-    let raised_sigpipe = errno == EPIPE && take_sigpipe_writer(tid);
+    // The write that raised its process's first SIGPIPE on this fd is the one its SIGPIPE
+    // story is told with; from a call path its binary already reported, it is counted there
+    // like any other (the story goes on without it: a churn of `cmd | head` processes sends
+    // the path once, not once per process).
+    if errno == EPIPE {
+        take_sigpipe_writer(tid);
+    }
     // Without its scratch memory (never, in practice) the write is sent, not lost.
-    if have_regs
-        && !raised_sigpipe
-        && let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT)
-    {
+    if have_regs && let Some(scratch) = SCRATCH.get_ptr_mut(SCRATCH_WRITE_EXIT) {
         let ip = register(config::layout_field!(pt_regs_ip));
         let sp = register(config::layout_field!(pt_regs_sp));
         // SAFETY: plain helper call.
@@ -321,6 +322,11 @@ fn send_record(
         (*event).blocked = outcome.blocked;
         (*event).blocked_ns = outcome.blocked_ns;
         (*event).file = Default::default();
+        (*event).image = if outcome.kind == record_kind::FAILED_WRITE {
+            image::current()
+        } else {
+            Default::default()
+        };
         fill_registers_and_stack(layout, regs, syscall, event);
         let task = kernel::current_task();
         (*event).go = go;

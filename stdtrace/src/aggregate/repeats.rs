@@ -5,7 +5,8 @@
 //! Two things make a report a repeat:
 //! - its call path is known already (`site`, given by the namer; the kernel counts later
 //!   failures at that site itself, and a failure that reached userspace before the kernel was
-//!   told the path is folded here): nobody prints it;
+//!   told the path is folded here): nobody prints it. A site is a binary's call path: its
+//!   repeats are one entry over every process of the binary, which counts the processes;
 //! - without a site (a slow write, or a stack that could not be fingerprinted), the same
 //!   process, fd, errno or state and stack addresses as a report before: JSON prints it in
 //!   full as ever, text counts it.
@@ -36,6 +37,7 @@ enum Place {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
+    /// 0 for a call site (shared by the processes of a binary).
     pid: u32,
     fd: i32,
     what: Repeated,
@@ -89,8 +91,13 @@ struct Entry {
     shown: bool,
     /// Occurrences after the first that reached userspace.
     folded: Tally,
-    /// Occurrences counted in the kernel at the call site.
+    /// Occurrences counted in the kernel at the call site: of the processes forgotten, and of
+    /// those still in `pids` (with the time range of all).
     kernel: Tally,
+    /// The kernel's last count per process not forgotten yet (live, or exited and not folded).
+    pids: HashMap<u32, u64>,
+    /// Processes that had occurrences here.
+    processes: u64,
     /// Of all occurrences, how many text has said.
     printed: u64,
     last_print: Instant,
@@ -98,7 +105,17 @@ struct Entry {
 
 impl Entry {
     fn told(&self) -> u64 {
-        self.folded.count + self.kernel.count
+        self.folded.count + self.kernel.count + self.pids.values().sum::<u64>()
+    }
+
+    /// A process had an occurrence here: counted once.
+    fn note_process(&mut self, pid: u32) -> bool {
+        if self.pids.contains_key(&pid) {
+            return false;
+        }
+        self.pids.insert(pid, 0);
+        self.processes += 1;
+        true
     }
 }
 
@@ -115,6 +132,8 @@ pub struct RepeatLine {
     pub origin_fd: Option<i32>,
     /// A report of its own was printed: these are more of it.
     pub shown: bool,
+    /// Processes that failed at this call path (1 for a stack without a site).
+    pub processes: u64,
     pub fresh: u64,
     pub total: u64,
 }
@@ -123,9 +142,10 @@ pub struct RepeatLine {
 #[derive(Default)]
 pub struct Repeats {
     entries: HashMap<Key, Entry>,
-    /// The fd each call site was first reported with, by (pid, site). Site ids are never
-    /// reused within a run, so a reused pid cannot mix them up.
-    sites: HashMap<(u32, u32), i32>,
+    /// The fd each call site was first reported with. Site ids are never reused within a run.
+    sites: HashMap<u32, i32>,
+    /// The entries each process not forgotten yet has a count in.
+    by_pid: HashMap<u32, HashSet<Key>>,
     /// Keys whose JSON record is due.
     changed: HashSet<Key>,
     folded_total: u64,
@@ -154,7 +174,7 @@ impl Repeats {
             ),
         };
         let key = Key {
-            pid: report.pid,
+            pid: if report.site.is_some() { 0 } else { report.pid },
             fd: report.fd,
             what,
             place,
@@ -162,12 +182,9 @@ impl Repeats {
         if let Some(site) = report.site
             && !repeat_of_site
         {
-            self.sites.entry((report.pid, site)).or_insert(report.fd);
+            self.sites.entry(site).or_insert(report.fd);
         }
-        let origin_fd = report
-            .site
-            .and_then(|site| self.sites.get(&(report.pid, site)))
-            .copied();
+        let origin_fd = report.site.and_then(|site| self.sites.get(&site)).copied();
         let seen = match self.entries.get_mut(&key) {
             Some(entry) if repeat_of_site || entry.shown => {
                 entry.folded.add(report.ts_ns);
@@ -195,6 +212,15 @@ impl Repeats {
                 Seen::New
             }
         };
+        if report.site.is_some()
+            && let Some(entry) = self.entries.get_mut(&key)
+            && entry.note_process(report.pid)
+        {
+            self.by_pid
+                .entry(report.pid)
+                .or_default()
+                .insert(key.clone());
+        }
         if seen == Seen::SamePath {
             self.folded_total += 1;
             self.changed.insert(key);
@@ -202,16 +228,35 @@ impl Repeats {
         seen
     }
 
-    /// The kernel's counts at call sites, that changed.
+    /// The processes exited and their last kernel counts were read: their counts stay in
+    /// their entries' totals, the processes themselves are forgotten.
+    pub fn processes_gone(&mut self, pids: &HashSet<u32>) {
+        // Stacks without a site are per process: they go with it.
+        self.entries
+            .retain(|key, _| key.pid == 0 || !pids.contains(&key.pid));
+        for pid in pids {
+            let Some(keys) = self.by_pid.remove(pid) else {
+                continue;
+            };
+            for key in keys {
+                if let Some(entry) = self.entries.get_mut(&key)
+                    && let Some(count) = entry.pids.remove(pid)
+                {
+                    entry.kernel.count += count;
+                }
+            }
+        }
+    }
+
+    /// The kernel's counts at call sites that changed, per process.
     pub fn kernel(&mut self, reports: Vec<RepeatReport>) {
         for report in reports {
-            let Some(&first_fd) = self.sites.get(&(report.pid, report.site)) else {
-                // A site this run never reported (its process's ids were reused): nothing to
-                // tie the count to.
+            let Some(&first_fd) = self.sites.get(&report.site) else {
+                // A site this run never reported: nothing to tie the count to.
                 continue;
             };
             let key = Key {
-                pid: report.pid,
+                pid: 0,
                 fd: report.fd,
                 what: Repeated::Failure(report.errno),
                 place: Place::Site(report.site),
@@ -226,14 +271,23 @@ impl Repeats {
                 shown: first_fd == report.fd,
                 folded: Tally::default(),
                 kernel: Tally::default(),
+                pids: HashMap::new(),
+                processes: 0,
                 printed: 0,
                 last_print: Instant::now() - REPEAT_INTERVAL,
             });
-            entry.kernel = Tally {
-                count: report.count,
-                first_ns: report.first_ts_ns,
-                last_ns: report.last_ts_ns,
+            if entry.note_process(report.pid) {
+                self.by_pid
+                    .entry(report.pid)
+                    .or_default()
+                    .insert(key.clone());
+            }
+            entry.pids.insert(report.pid, report.count);
+            entry.kernel.first_ns = match entry.kernel.first_ns {
+                0 => report.first_ts_ns,
+                first => first.min(report.first_ts_ns),
             };
+            entry.kernel.last_ns = entry.kernel.last_ns.max(report.last_ts_ns);
             self.changed.insert(key);
         }
     }
@@ -262,6 +316,7 @@ impl Repeats {
                     node: crate::report::record::Node::here(),
                     record_type: RecordType::Repeats,
                     pid: entry.pid,
+                    processes: entry.processes.max(1),
                     comm: entry.comm.clone(),
                     syscall: entry.syscall.clone(),
                     fd: entry.fd,
@@ -273,7 +328,7 @@ impl Repeats {
                 })
             })
             .collect();
-        changed.sort_by_key(|report| (report.pid, report.fd, report.site));
+        changed.sort_by_key(|report| (report.site, report.fd, report.pid));
         changed
     }
 
@@ -298,6 +353,7 @@ impl Repeats {
                 what: entry.what,
                 origin_fd: entry.origin_fd,
                 shown: entry.shown,
+                processes: entry.processes.max(1),
                 fresh,
                 total: told + u64::from(entry.shown),
             });
@@ -324,6 +380,8 @@ fn new_entry(
         shown: origin_fd.is_none_or(|fd| fd == report.fd),
         folded: Tally::default(),
         kernel: Tally::default(),
+        pids: HashMap::new(),
+        processes: 0,
         printed: 0,
         last_print,
     }
@@ -395,6 +453,45 @@ mod tests {
             vec![(4, None, true, 7, 8), (9, Some(4), false, 1, 1)]
         );
         assert!(repeats.due_lines(true).is_empty(), "said once");
+    }
+
+    #[test]
+    fn a_call_site_counts_the_processes_of_its_binary_and_forgets_them_at_exit() {
+        let mut repeats = Repeats::new();
+        let mut first = samples::report();
+        first.site = Some(7);
+        assert_eq!(repeats.observe(&first, false), Seen::New);
+        // Three more processes of the binary, counted in the kernel, one of them also sent
+        // in full before the kernel knew the path.
+        let mut early = first.clone();
+        early.pid = 900;
+        assert_eq!(repeats.observe(&early, true), Seen::SamePath);
+        let kernel = |pid: u32, count: u64| RepeatReport {
+            record_type: RecordType::Repeats,
+            node: crate::report::record::Node::here(),
+            pid,
+            processes: 1,
+            comm: "writer".into(),
+            syscall: "write".into(),
+            fd: first.fd,
+            errno: Errno::EPIPE,
+            site: 7,
+            count,
+            first_ts_ns: 10,
+            last_ts_ns: 20,
+        };
+        repeats.kernel(vec![kernel(812, 4), kernel(900, 4), kernel(901, 5)]);
+        let changed = repeats.take_changed();
+        assert_eq!(changed.len(), 1, "one record for the site: {changed:?}");
+        assert_eq!((changed[0].processes, changed[0].count), (3, 14));
+        assert_eq!(changed[0].pid, 812, "the first process");
+        repeats.processes_gone(&HashSet::from([812, 900, 901]));
+        repeats.kernel(vec![kernel(902, 1)]);
+        let changed = repeats.take_changed();
+        assert_eq!((changed[0].processes, changed[0].count), (4, 15));
+        let lines = repeats.due_lines(true);
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0].processes, lines[0].total), (4, 16));
     }
 
     #[test]

@@ -12,14 +12,15 @@
 //! 2 makes it raise SIGPIPE on itself and die, any other fd just gets EPIPE. So for a Go process
 //! the kernel's SIGPIPE and the runtime's own re-raise are one story, told only if it dies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::sigpipe_fates::FinishedStories;
 use crate::{
     errno::Errno,
     events::{Disposition, SigpipeEvent},
     report::record::{
-        BlockedState, Fate, FdTarget, LastReader, RecordType, SenderReport, SigpipeReport,
-        WriteReport,
+        BlockedState, Fate, FdTarget, LastReader, RecordType, SenderReport, SigpipeFates,
+        SigpipeReport, WriteReport,
     },
 };
 
@@ -57,6 +58,8 @@ pub struct SigpipeTracker {
     /// The (process, fd) of the last write-raised SIGPIPE per thread, to tie the write's record
     /// to it.
     raised: HashMap<u32, (u32, i32)>,
+    /// Stories of processes that exited and were folded: counted, the largest kept.
+    finished: FinishedStories,
 }
 
 /// `-1` stands for "no write" in the story keys.
@@ -79,6 +82,11 @@ impl SigpipeTracker {
                 .stories
                 .entry((event.pid, fd))
                 .or_insert_with(|| Story::new(event, Some(fd), None));
+            // The writer raised it: its name, should the write's own record not come (its
+            // call path known, it was counted in the kernel).
+            if story.report.comm.is_empty() {
+                story.report.comm = event.sender_comm.clone();
+            }
             story.report.count += 1;
             return Vec::new();
         }
@@ -226,28 +234,68 @@ impl SigpipeTracker {
         told
     }
 
-    /// Every story told, with its final count: the kernel's exact count of SIGPIPEs raised by
-    /// writes on that fd (`counts`, by process and fd) for writers that went on (ignored,
-    /// handled, blocked); a killed writer was killed by the first.
-    pub fn summary(&self, counts: &HashMap<(u32, i32), u64>) -> Vec<SigpipeReport> {
-        self.stories
+    /// The stories of live processes told, with their final count: the kernel's exact count
+    /// of SIGPIPEs raised by writes on that fd (`counts`, by process and fd) for writers that
+    /// went on (ignored, handled, blocked); a killed writer was killed by the first. Then the
+    /// largest stories of exited processes, and the counts per fate of them all.
+    pub fn summary(&self, counts: &HashMap<(u32, i32), u64>) -> (Vec<SigpipeReport>, SigpipeFates) {
+        let live: Vec<SigpipeReport> = self
+            .stories
             .values()
             .filter(|story| story.told)
-            .map(|story| {
-                let mut report = story.report.clone();
-                if report.fate != Fate::Killed
-                    && let Some(fd) = report.fd
-                    && let Some(&count) = counts.get(&(report.pid, fd))
-                {
-                    report.count = report.count.max(count);
-                }
-                // The summary keeps the outcome, not the stack again.
-                report.stack = Vec::new();
-                report.target = None;
-                report
-            })
-            .collect()
+            .map(|story| final_report(story, counts))
+            .collect();
+        let fates = self.finished.fates(&live);
+        let mut all = live;
+        all.extend(self.finished.top().iter().cloned());
+        (all, fates)
     }
+
+    /// The processes exited and their kernel entries were folded (`counts`: their SIGPIPE
+    /// counts): their stories are finished, counted per fate and kept only if among the
+    /// largest. A story still waiting for its write's record (counted in the kernel, from a
+    /// call path already reported) goes on without it: returns those told now.
+    pub fn retire(
+        &mut self,
+        pids: &HashSet<u32>,
+        counts: &HashMap<(u32, i32), u64>,
+    ) -> Vec<SigpipeReport> {
+        let keys: Vec<(u32, i32)> = self
+            .stories
+            .keys()
+            .filter(|(pid, _)| pids.contains(pid))
+            .copied()
+            .collect();
+        let mut told = Vec::new();
+        for key in keys {
+            let Some(mut story) = self.stories.remove(&key) else {
+                continue;
+            };
+            if story.awaiting == Awaiting::Write {
+                let (ts_ns, go) = (story.report.ts_ns, story.go);
+                told.extend(decide(&mut story, go, ts_ns));
+            }
+            if story.told {
+                self.finished.finish(final_report(&story, counts));
+            }
+        }
+        self.raised.retain(|_, (pid, _)| !pids.contains(pid));
+        told
+    }
+}
+
+/// A story as the summary keeps it: its final count, without the stack told already.
+fn final_report(story: &Story, counts: &HashMap<(u32, i32), u64>) -> SigpipeReport {
+    let mut report = story.report.clone();
+    if report.fate != Fate::Killed
+        && let Some(fd) = report.fd
+        && let Some(&count) = counts.get(&(report.pid, fd))
+    {
+        report.count = report.count.max(count);
+    }
+    report.stack = Vec::new();
+    report.target = None;
+    report
 }
 
 impl Story {
@@ -388,7 +436,7 @@ mod tests {
         assert_eq!(told[0].fate_ts_ns, Some(30));
         assert_eq!(told[0].stack, epipe(4, false).stack);
         assert!(tracker.exit(PID, 31, KILLED_BY_SIGPIPE).is_empty());
-        assert_eq!(tracker.summary(&HashMap::new()).len(), 1);
+        assert_eq!(tracker.summary(&HashMap::new()).0.len(), 1);
     }
 
     #[test]
@@ -416,7 +464,7 @@ mod tests {
         // Later EPIPE writes on the fd (their SIGPIPEs counted in the kernel) tell nothing.
         assert!(tracker.write(&epipe(4, false)).is_empty());
         let counts = HashMap::from([((PID, 4), 1_000_000)]);
-        let summary = tracker.summary(&counts);
+        let (summary, _) = tracker.summary(&counts);
         assert_eq!(summary.len(), 1);
         assert_eq!(summary[0].count, 1_000_000);
         assert!(summary[0].stack.is_empty());
@@ -480,7 +528,7 @@ mod tests {
         assert_eq!(told[0].fate, Fate::Killed);
         assert_eq!(told[0].go.as_ref().and_then(|go| go.goid), Some(7));
         assert_eq!(told[0].sent_by, None);
-        assert_eq!(tracker.summary(&HashMap::new()).len(), 1);
+        assert_eq!(tracker.summary(&HashMap::new()).0.len(), 1);
     }
 
     /// Go on another fd: EPIPE only; a Go program that lives on after EPIPE on stdout caught
@@ -497,7 +545,7 @@ mod tests {
         assert_eq!(told.len(), 1);
         assert_eq!(told[0].fd, Some(1));
         assert_eq!(told[0].fate, Fate::Handled);
-        assert_eq!(tracker.summary(&HashMap::new()).len(), 1);
+        assert_eq!(tracker.summary(&HashMap::new()).0.len(), 1);
     }
 
     #[test]

@@ -116,6 +116,7 @@ fn stuck_event(blocked: &Blocked, now_ns: u64, regs_layout: &RegsLayout) -> Opti
         goroutine: (write.go.flags & go_flags::GO_PROCESS != 0).then_some(write.go),
         running_g: None,
         nosignal: false,
+        image: None,
     })
 }
 

@@ -34,11 +34,6 @@ impl Namer {
         }
     }
 
-    /// Forgets a process's call paths (its pid may be reused).
-    pub fn process_exited(&mut self, pid: u32) {
-        self.sites.process_exited(pid);
-    }
-
     pub fn report(&mut self, captured: CapturedWrite) -> WriteReport {
         // A failed write's call path gets a site id; the kernel counts its repeats there.
         let failed = matches!(captured.event.outcome, WriteOutcome::Failed { .. });
@@ -201,8 +196,9 @@ impl Namer {
         let ip_sp = saved.ip().zip(saved.sp()).filter(|_| failed);
         let mut site = None;
         let stack = symbolizer.stack_with(event.pid, maps, &registers, &copy, |slots| {
-            let Some(path) =
-                ip_sp.and_then(|(ip, sp)| Learned::from_stack(event.pid, ip, sp, slots))
+            let Some(path) = ip_sp
+                .zip(event.image.as_ref())
+                .and_then(|((ip, sp), image)| Learned::from_stack(image, ip, sp, slots))
             else {
                 return;
             };

@@ -149,5 +149,6 @@ fn parked_event(
         goroutine: Some(goroutine),
         running_g: None,
         nosignal: false,
+        image: None,
     }
 }

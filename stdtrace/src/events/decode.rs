@@ -47,6 +47,7 @@ pub fn decode(bytes: &[u8], regs_layout: &RegsLayout) -> Result<Record, DecodeEr
                 pid: raw.tgid,
                 ts_ns: raw.ts_ns,
                 comm: comm_from_bytes(&raw.comm),
+                binary: BinaryId::known(raw.dev, raw.ino),
             })
         }
         record_kind::PROCESS_EXIT => {
@@ -55,27 +56,34 @@ pub fn decode(bytes: &[u8], regs_layout: &RegsLayout) -> Result<Record, DecodeEr
                 pid: raw.tgid,
                 ts_ns: raw.ts_ns,
                 exit_code: raw.exit_code,
+                binary: BinaryId::known(raw.dev, raw.ino),
             })
         }
         record_kind::SIGPIPE_GENERATED | record_kind::SIGPIPE_DELIVERED => {
             let raw: SigpipeRecord = read_record(bytes)?;
-            Ok(Record::Sigpipe(SigpipeEvent {
-                delivered: raw.kind == record_kind::SIGPIPE_DELIVERED,
-                pid: raw.tgid,
-                tid: raw.tid,
-                sender_pid: raw.sender_tgid,
-                sender_tid: raw.sender_tid,
-                sender_comm: comm_from_bytes(&raw.sender_comm),
-                code: raw.code,
-                result: raw.result,
-                blocked: raw.blocked != 0,
-                from_write: raw.from_write != 0,
-                fd: (raw.from_write != 0).then_some(raw.fd),
-                disposition: Disposition::from_handler(raw.handler),
-                ts_ns: raw.ts_ns,
-            }))
+            Ok(Record::Sigpipe(sigpipe_event(&raw)))
         }
         other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// A SIGPIPE record, owned (from the ring buffer, or kept by the kernel when the ring buffer
+/// had no room for it).
+pub fn sigpipe_event(raw: &SigpipeRecord) -> SigpipeEvent {
+    SigpipeEvent {
+        delivered: raw.kind == record_kind::SIGPIPE_DELIVERED,
+        pid: raw.tgid,
+        tid: raw.tid,
+        sender_pid: raw.sender_tgid,
+        sender_tid: raw.sender_tid,
+        sender_comm: comm_from_bytes(&raw.sender_comm),
+        code: raw.code,
+        result: raw.result,
+        blocked: raw.blocked != 0,
+        from_write: raw.from_write != 0,
+        fd: (raw.from_write != 0).then_some(raw.fd),
+        disposition: Disposition::from_handler(raw.handler),
+        ts_ns: raw.ts_ns,
     }
 }
 
@@ -133,6 +141,7 @@ fn decode_write(raw: &WriteRecord, regs_layout: &RegsLayout) -> Result<WriteEven
             bytes: raw.g_snapshot.to_vec(),
         }),
         nosignal: raw.flags & write_flags::NOSIGNAL != 0,
+        image: (raw.image.ino != 0).then_some(raw.image),
     })
 }
 

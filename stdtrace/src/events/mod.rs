@@ -164,6 +164,8 @@ pub struct WriteEvent {
     pub running_g: Option<RunningG>,
     /// A send-family call made with `MSG_NOSIGNAL`: EPIPE raised no SIGPIPE.
     pub nosignal: bool,
+    /// For a failed write: the process's binary and code bases, which key its call path.
+    pub image: Option<stdtrace_common::ImageBases>,
 }
 
 /// The start of the `g` that made a write, copied by the kernel program for a process it did
@@ -253,6 +255,27 @@ pub struct SigpipeEvent {
     pub ts_ns: u64,
 }
 
+/// A binary: the device (the kernel's `dev_t` encoding) and inode of an executable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BinaryId {
+    pub dev: u32,
+    pub ino: u64,
+}
+
+impl BinaryId {
+    /// The binary the kernel read, unless it could not (inode 0).
+    pub fn known(dev: u32, ino: u64) -> Option<Self> {
+        (ino != 0).then_some(Self { dev, ino })
+    }
+
+    /// The binary of a `stat` (userspace's `dev_t`), in the kernel's encoding
+    /// (`major << 20 | minor`).
+    pub fn from_stat(dev: u64, ino: u64) -> Option<Self> {
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        Self::known((major << 20) | (minor & 0xf_ffff), ino)
+    }
+}
+
 /// One record from the ring buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -261,12 +284,15 @@ pub enum Record {
         pid: u32,
         ts_ns: u64,
         comm: String,
+        binary: Option<BinaryId>,
     },
     /// The process ended; `exit_code` is its wait status (`code << 8`, or the signal).
     Exit {
         pid: u32,
         ts_ns: u64,
         exit_code: u32,
+        /// Its binary, where the kernel still had it at the exit (Linux 6.16 on).
+        binary: Option<BinaryId>,
     },
     Sigpipe(SigpipeEvent),
 }
@@ -294,6 +320,7 @@ pub mod samples {
             goroutine: None,
             running_g: None,
             nosignal: false,
+            image: None,
         }
     }
 }

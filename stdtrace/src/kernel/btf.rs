@@ -418,7 +418,11 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, BtfError> {
         sock_wmem_queued: btf.member_offset("sock", "sk_wmem_queued")?,
         sock_wmem_alloc: btf.member_offset("sock", "sk_wmem_alloc")?,
         sock_rmem_alloc: btf.member_offset("sock", "sk_backlog.rmem_alloc")?,
-        _pad: 0,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+        mm_start_code: btf.member_offset("mm_struct", "start_code")?,
+        mm_end_code: btf.member_offset("mm_struct", "end_code")?,
+        mm_mmap_base: btf.member_offset("mm_struct", "mmap_base")?,
     })
 }
 

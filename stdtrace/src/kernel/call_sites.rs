@@ -4,9 +4,12 @@
 //! the binaries' CFI, and the places above the stack pointer where the unwinder found the
 //! return addresses, with their values, become the path's fingerprint. The kernel program then
 //! checks later failures against it with a few 8-byte reads and counts the matches per
-//! (process, fd, errno, syscall, call site) instead of sending them. This module hands the
-//! fingerprints the namer learned (`enrich::call_path`) to the kernel, and reads the counts
-//! back ([`CallPaths`]).
+//! (process, fd, errno, syscall, call site) instead of sending them. Fingerprints are keyed by
+//! the binary, with addresses normalized (`stdtrace_common::image`): every process of a binary
+//! shares them, so a churn of short-lived processes is counted, not sent again in full. This
+//! module hands the fingerprints the namer learned (`enrich::call_path`) to the kernel, and
+//! reads the counts back ([`CallPaths`]); a process's counts are folded and removed when it
+//! exits.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,6 +19,7 @@ use stdtrace_common::{
     SiteKey,
 };
 
+use super::process_entries::FailureCounts;
 use crate::{
     enrich::call_path::Learned,
     errno::Errno,
@@ -31,12 +35,22 @@ pub struct CallPaths {
     generation_value: u32,
     fingerprints: BpfHashMap<MapData, FingerprintKey, Fingerprints>,
     counts: PerCpuHashMap<MapData, SiteKey, SiteCount>,
-    /// What was put in the maps, per process, to take it out when it exits.
-    learned: HashMap<u32, (HashSet<CallSiteKey>, HashSet<FingerprintKey>)>,
-    /// The counts last reported.
+    /// The counts last reported, of processes still in the kernel's map.
     reported: HashMap<SiteKey, u64>,
     /// Processes gone, whose entries go once their last counts are read.
     exited: HashSet<u32>,
+    /// Call paths the kernel had no room for (its maps were full).
+    full: u64,
+}
+
+/// What a read of the counts found.
+#[derive(Debug, Default)]
+pub struct Counted {
+    /// Counts that changed, per process and site (`processes` 1).
+    pub changed: Vec<RepeatReport>,
+    /// The last counts of processes that exited, now removed from the kernel's map, per
+    /// (pid, fd, errno, syscall): part of their totals.
+    pub folded: FailureCounts,
 }
 
 impl CallPaths {
@@ -52,19 +66,29 @@ impl CallPaths {
             generation_value: 0,
             fingerprints,
             counts,
-            learned: HashMap::new(),
             reported: HashMap::new(),
             exited: HashSet::new(),
+            full: 0,
         }
     }
 
     /// Hands a call path to the kernel under `site`; from now on its failures are counted
-    /// there. Returns false when the kernel cannot take it (a different first offset for the
-    /// same pc, or every alternative of its first return address taken).
+    /// there, in every process of its binary. Returns false when the kernel cannot take it (a
+    /// different first offset for the same pc, every alternative of its first return address
+    /// taken, or a full map).
     pub fn learn(&mut self, learned: &Learned, site: u32) -> Result<bool, MapError> {
+        let taken = self.try_learn(learned, site);
+        if matches!(taken, Ok(false) | Err(_)) {
+            self.full += 1;
+        }
+        taken
+    }
+
+    fn try_learn(&mut self, learned: &Learned, site: u32) -> Result<bool, MapError> {
         let site_key = CallSiteKey {
-            tgid: learned.pid,
+            dev: learned.dev,
             _pad: 0,
+            ino: learned.ino,
             ip: learned.ip,
         };
         let span = learned.span();
@@ -83,8 +107,9 @@ impl CallPaths {
             Err(err) => return Err(err),
         }
         let key = FingerprintKey {
-            tgid: learned.pid,
+            dev: learned.dev,
             _pad: 0,
+            ino: learned.ino,
             ip: learned.ip,
             first_return: learned.first_return,
         };
@@ -94,6 +119,13 @@ impl CallPaths {
             Err(err) => return Err(err),
         };
         let fingerprint = learned.fingerprint(site);
+        if known
+            .alternatives
+            .iter()
+            .any(|alternative| alternative.site == site)
+        {
+            return Ok(true);
+        }
         let Some(free) = known
             .alternatives
             .iter()
@@ -101,18 +133,9 @@ impl CallPaths {
         else {
             return Ok(false);
         };
-        if known.alternatives[..free]
-            .iter()
-            .any(|alternative| alternative.site == site)
-        {
-            return Ok(true);
-        }
         debug_assert!(free < FINGERPRINT_ALTERNATIVES);
         known.alternatives[free] = fingerprint;
         self.fingerprints.insert(key, known, 0)?;
-        let entry = self.learned.entry(learned.pid).or_default();
-        entry.0.insert(site_key);
-        entry.1.insert(key);
         Ok(true)
     }
 
@@ -123,16 +146,24 @@ impl CallPaths {
         }
     }
 
-    /// The process exited: its entries go after the next read of the counts.
-    pub fn process_exited(&mut self, pid: u32) {
-        if self.learned.contains_key(&pid) {
-            self.exited.insert(pid);
-        }
+    /// Call paths the kernel could not take.
+    pub fn full(&self) -> u64 {
+        self.full
     }
 
-    /// Every failure counted at a call site, per (pid, fd, errno, syscall), as last read: part
-    /// of the totals (the kernel does not also tally them).
-    pub fn totals(&self) -> HashMap<(u32, i32, u32, u32), u64> {
+    /// The processes exited: their counts go after the next read.
+    pub fn processes_exited(&mut self, pids: &HashSet<u32>) {
+        self.exited.extend(pids);
+    }
+
+    /// The processes with counts in the kernel's map, as last read.
+    pub fn pids(&self) -> HashSet<u32> {
+        self.reported.keys().map(|key| key.tgid).collect()
+    }
+
+    /// Every failure counted at a call site by a live process, per (pid, fd, errno, syscall),
+    /// as last read: part of the totals (the kernel does not also tally them).
+    pub fn totals(&self) -> FailureCounts {
         let mut totals = HashMap::new();
         for (key, count) in &self.reported {
             *totals
@@ -142,9 +173,10 @@ impl CallPaths {
         totals
     }
 
-    /// Counts that changed since the last call, summed over CPUs; `comm` names processes.
-    pub fn changed(&mut self, comm: impl Fn(u32) -> String) -> Vec<RepeatReport> {
-        let mut changed = Vec::new();
+    /// Reads the counts: those that changed since the last read, summed over CPUs (`comm`
+    /// names processes), and the last ones of exited processes, which leave the kernel's map.
+    pub fn read(&mut self, comm: impl Fn(u32) -> String) -> Counted {
+        let mut counted = Counted::default();
         let mut gone = Vec::new();
         for entry in self.counts.iter() {
             let Ok((key, per_cpu)) = entry else {
@@ -159,16 +191,17 @@ impl CallPaths {
                 .unwrap_or(0);
             let last = per_cpu.iter().map(|value| value.last_ns).max().unwrap_or(0);
             if self.exited.contains(&key.tgid) {
-                gone.push(key);
+                gone.push((key, count));
             }
             if self.reported.get(&key) == Some(&count) {
                 continue;
             }
             self.reported.insert(key, count);
-            changed.push(RepeatReport {
+            counted.changed.push(RepeatReport {
                 node: crate::report::record::Node::here(),
                 record_type: RecordType::Repeats,
                 pid: key.tgid,
+                processes: 1,
                 comm: comm(key.tgid),
                 syscall: WriteSyscall::from_raw(key.syscall)
                     .map_or("write", WriteSyscall::name)
@@ -181,23 +214,21 @@ impl CallPaths {
                 last_ts_ns: last,
             });
         }
-        // The kernel's entries of exited processes go; their counts stay in `reported`, for
-        // the totals.
-        for key in gone {
+        // The kernel's entries of exited processes go; their counts are folded into totals.
+        for (key, count) in gone {
             let _ = self.counts.remove(&key);
+            self.reported.remove(&key);
+            *counted
+                .folded
+                .entry((key.tgid, key.fd, key.errno, key.syscall))
+                .or_insert(0) += count;
         }
-        for pid in std::mem::take(&mut self.exited) {
-            if let Some((sites, fingerprints)) = self.learned.remove(&pid) {
-                for key in sites {
-                    let _ = self.sites.remove(&key);
-                }
-                self.bump_generation();
-                for key in fingerprints {
-                    let _ = self.fingerprints.remove(&key);
-                }
-            }
-        }
-        changed.sort_by_key(|report| (report.pid, report.fd, report.site));
-        changed
+        // Entries read before are gone too if the kernel no longer has them.
+        let exited = std::mem::take(&mut self.exited);
+        self.reported.retain(|key, _| !exited.contains(&key.tgid));
+        counted
+            .changed
+            .sort_by_key(|report| (report.site, report.fd, report.pid));
+        counted
     }
 }

@@ -173,11 +173,14 @@ impl Floor {
 
 /// The loaded kernel programs and their maps.
 pub struct Tracer {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     hook: Hook,
     /// Whether `sys_enter_close` is attached: only once a reader is watched, because any
     /// `sys_enter_*` tracepoint puts every syscall of every task through the tracepoint path.
     close_attached: bool,
+    /// The kernel's ids of the maps whose entries are counted (`process_entries`), taken
+    /// before other parts of stdtrace take the maps themselves.
+    pub(super) map_ids: Vec<(&'static str, u32)>,
 }
 
 impl Tracer {
@@ -185,10 +188,24 @@ impl Tracer {
     /// yet.
     pub fn load(config: &TracerConfig, ring_bytes: u32, hook: Hook) -> Result<Self, LoadError> {
         let ebpf = load_object(config, ring_bytes)?;
+        let map_ids = super::process_entries::COUNTED_MAPS
+            .iter()
+            .filter_map(|&name| {
+                let data = match ebpf.map(name)? {
+                    aya::maps::Map::HashMap(data)
+                    | aya::maps::Map::PerCpuHashMap(data)
+                    | aya::maps::Map::LruHashMap(data)
+                    | aya::maps::Map::PerCpuLruHashMap(data) => data,
+                    _ => return None,
+                };
+                Some((name, data.info().ok()?.id()))
+            })
+            .collect();
         let mut tracer = Tracer {
             ebpf,
             hook,
             close_attached: false,
+            map_ids,
         };
         let write_programs = match hook {
             Hook::Tracepoint => WRITE_TRACEPOINTS.map(|(program, _)| program).to_vec(),

@@ -8,6 +8,8 @@ pub mod btf;
 pub mod call_sites;
 pub mod inspect;
 pub mod loader;
+pub mod map_keys;
 pub mod parked;
 pub mod privileges;
+pub mod process_entries;
 pub mod tracefs;

@@ -30,6 +30,21 @@ impl ParkedGoroutines {
     }
 }
 
+impl ParkedGoroutines {
+    /// Forgets the goroutines of processes that exited.
+    pub fn forget_processes(&mut self, pids: &std::collections::HashSet<u32>) {
+        let gone: Vec<ParkedKey> = self
+            .parked
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| pids.contains(&key.tgid))
+            .collect();
+        for key in gone {
+            let _ = self.parked.remove(&key);
+        }
+    }
+}
+
 impl ParkedTable for ParkedGoroutines {
     fn entries(&self) -> Vec<(ParkedKey, ParkedWrite)> {
         self.parked.iter().filter_map(Result::ok).collect()

@@ -11,12 +11,14 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 mod chain;
+mod bounded;
 mod container;
 pub mod node;
 mod snapshot;
 
 pub use self::{
     chain::{ChainedWrite, MAX_CHAIN_DEPTH, MasterSide, PtyBuffers},
+    bounded::{BinaryTotal, KernelMapEntries, SigpipeFates, TOP_SIGPIPE_STORIES, TrackedProcesses},
     container::{Container, OutputSink, Pod, Runtime, RuntimeRole},
     node::Node,
     snapshot::{GoroutineRecord, SnapshotSummary},
@@ -271,6 +273,15 @@ pub struct KernelCounters {
     pub sites_full: u64,
     /// Goroutines parked after EAGAIN not recorded because the kernel's map of them was full.
     pub parked_full: u64,
+    /// Processes whose exit the kernel could not arrange to report (its map of processes
+    /// with entries was full); found by rescanning `/proc` instead.
+    pub processes_full: u64,
+    /// SIGPIPE state the kernel had no room for.
+    pub sigpipe_full: u64,
+    /// Call paths the kernel had no room for (their failures are sent in full, counted).
+    pub call_sites_full: u64,
+    /// Children of targets not traced because the kernel's target set was full.
+    pub targets_full: u64,
 }
 
 /// `{"type":"summary",...}`: the last line of every run.
@@ -296,13 +307,25 @@ pub struct Summary {
     /// site (`repeats` records) instead of sent: `reported + dropped + repeats =
     /// failed_writes`.
     pub repeats: u64,
+    /// Failures of live processes (exited ones are folded into `totals_by_binary`).
     pub totals: Vec<Total>,
+    /// Failures per binary, over every process of it: exited and live.
+    #[serde(default)]
+    pub totals_by_binary: Vec<BinaryTotal>,
     /// Blocked writes reported (slow, stuck, resumed).
     pub blocked_writes: u64,
     /// Writes blocked for at least the slow threshold when tracing stopped, still stuck.
     pub stuck: Vec<StuckWrite>,
-    /// Every SIGPIPE story, with its final count (without the stacks told already).
+    /// SIGPIPE stories, with their final count (without the stacks told already): those of
+    /// live processes and the largest of exited ones (`sigpipe_fates` counts them all).
     pub sigpipes: Vec<SigpipeReport>,
+    #[serde(default)]
+    pub sigpipe_fates: SigpipeFates,
+    /// What stdtrace tracks per process, and how full the kernel's maps are.
+    #[serde(default)]
+    pub tracked_processes: TrackedProcesses,
+    #[serde(default)]
+    pub kernel_map_entries: KernelMapEntries,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandOutcome>,
     pub kernel: KernelCounters,
@@ -365,7 +388,8 @@ pub struct Header {
 }
 
 /// `{"type":"repeats",...}`: failed writes counted in the kernel at a call site already
-/// reported, since its first report.
+/// reported, since its first report. A call site is a binary's: its repeats are counted over
+/// every process of that binary (`processes`); `pid` and `comm` are the first process's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepeatReport {
     #[serde(rename = "type")]
@@ -374,6 +398,9 @@ pub struct RepeatReport {
     #[serde(default, skip_serializing_if = "Node::is_unknown")]
     pub node: Node,
     pub pid: u32,
+    /// How many processes failed at this call path (the one reported included).
+    #[serde(default = "one")]
+    pub processes: u64,
     pub comm: String,
     pub syscall: Name,
     pub fd: i32,
@@ -384,6 +411,10 @@ pub struct RepeatReport {
     pub count: u64,
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Who sent a SIGPIPE that no write raised.
@@ -699,6 +730,29 @@ pub mod samples {
             go: None,
             site: None,
             repeat: false,
+        }
+    }
+
+    pub fn sigpipe() -> SigpipeReport {
+        SigpipeReport {
+            record_type: RecordType::Sigpipe,
+            node: Node::here(),
+            ts_ns: 1,
+            pid: 812,
+            tid: 812,
+            comm: "writer".into(),
+            container: None,
+            fd: Some(4),
+            count: 1,
+            fate: Fate::Ignored,
+            fate_ts_ns: None,
+            blocked_since_ns: None,
+            blocked_ms: None,
+            reader: None,
+            sent_by: None,
+            target: None,
+            stack: Vec::new(),
+            go: None,
         }
     }
 }

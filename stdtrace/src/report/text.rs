@@ -590,13 +590,23 @@ fn repeat_line(line: &RepeatLine) -> String {
         Repeated::Failure(errno) => errno.name(),
         Repeated::Slow => "slow".to_owned(),
     };
-    let mut headline = format!(
-        "pid {} ({}) {}({}) {what}",
-        line.pid,
-        sanitize(&line.comm),
-        line.syscall,
-        line.fd,
-    );
+    let mut headline = if line.processes > 1 {
+        format!(
+            "{} processes of {} failed at the same call path: {}({}) {what}",
+            line.processes,
+            sanitize(&line.comm),
+            line.syscall,
+            line.fd,
+        )
+    } else {
+        format!(
+            "pid {} ({}) {}({}) {what}",
+            line.pid,
+            sanitize(&line.comm),
+            line.syscall,
+            line.fd,
+        )
+    };
     if let Some(origin) = line.origin_fd {
         headline.push_str(&format!(
             " (the stack of its {}({origin}) report)",

@@ -2,13 +2,13 @@
 //! to the targets, report events as they come, and end with a summary.
 
 mod exits;
+mod folding;
 pub mod launch;
 mod pipeline;
 pub mod reporter;
 pub mod summary;
 
 use std::{
-    collections::HashMap,
     io::{self, Write},
     sync::{
         Arc,
@@ -214,7 +214,7 @@ pub async fn run(config: Config) -> Result<i32> {
         go,
         mmap_watch,
         regs_layout,
-        comms: HashMap::new(),
+        folding: folding::Folding::new(),
     };
     if reopen.is_some() {
         // A file that rotates before the first second is over ends with this one.
@@ -310,7 +310,7 @@ pub async fn run(config: Config) -> Result<i32> {
         &session.tracer,
         session.call_paths.as_ref(),
         still_stuck,
-        std::mem::take(&mut session.comms),
+        &session.folding,
         (stop, elapsed, launched_pid.zip(command_status)),
     )?;
     session.reporter.finish(ending);
@@ -330,7 +330,7 @@ fn summary_so_far(session: &mut Session, started: Instant) {
         &session.tracer,
         session.call_paths.as_ref(),
         still_stuck,
-        session.comms.clone(),
+        &session.folding,
         (Stop::StillTracing, started.elapsed(), None),
     );
     match so_far {

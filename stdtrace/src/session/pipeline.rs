@@ -2,11 +2,12 @@
 //! and handing batches to the reporter; each tick, the stuck writes, parked goroutines and
 //! repeat counts the kernel keeps.
 
-use std::collections::HashMap;
-
 use aya::maps::{MapData, RingBuf};
 
-use super::reporter::{Reporter, ToReporter};
+use super::{
+    folding::Folding,
+    reporter::{Reporter, ToReporter},
+};
 use crate::{
     enrich,
     enrich::{
@@ -15,12 +16,12 @@ use crate::{
         capture::Capture,
         go::GoTracker,
     },
-    events::{self, Record, WriteEvent},
+    events::{self, BinaryId, Record, WriteEvent},
     kernel::{
         blocked::BlockedSlots, btf::RegsLayout, call_sites::CallPaths, loader::Tracer,
         parked::ParkedGoroutines,
     },
-    process::{perf_mmap::MmapWatch, status},
+    process::perf_mmap::MmapWatch,
 };
 
 /// Records read from the ring buffer per wake-up, at most.
@@ -47,8 +48,8 @@ pub struct Session {
     pub go: GoTracker,
     pub mmap_watch: Option<MmapWatch>,
     pub regs_layout: RegsLayout,
-    /// Last known command name of every process seen, for the summary.
-    pub comms: HashMap<u32, String>,
+    /// Live processes and their binaries; exited ones folded into their binaries' totals.
+    pub folding: Folding,
 }
 
 impl Session {
@@ -68,7 +69,10 @@ impl Session {
             read += 1;
             match events::decode(&item, &self.regs_layout) {
                 Ok(Record::Write(event)) => {
-                    self.comms.insert(event.pid, event.comm.clone());
+                    let binary = event
+                        .image
+                        .and_then(|image| BinaryId::known(image.dev, image.ino));
+                    self.folding.processes.seen(event.pid, &event.comm, binary);
                     batch.push(*event);
                     // Small batches: the first failure of a call path is named, and its path
                     // handed back to the kernel, while a storm's next failures are still
@@ -77,8 +81,10 @@ impl Session {
                         self.capture_and_report(std::mem::take(&mut batch));
                     }
                 }
-                Ok(Record::Exec { pid, comm, .. }) => {
-                    self.comms.insert(pid, comm);
+                Ok(Record::Exec {
+                    pid, comm, binary, ..
+                }) => {
+                    self.folding.processes.exec(pid, &comm, binary);
                     // Writes before the exec belong to the old image.
                     if !batch.is_empty() {
                         self.capture_and_report(std::mem::take(&mut batch));
@@ -90,21 +96,13 @@ impl Session {
                     pid,
                     ts_ns,
                     exit_code,
+                    binary,
                 }) => {
-                    self.capture.process_exited(pid);
-                    self.go.process_exited(pid);
-                    if let Some(call_paths) = &mut self.call_paths {
-                        call_paths.process_exited(pid);
-                    }
                     // In order with the writes before it: they are what a SIGPIPE story needs.
                     if !batch.is_empty() {
                         self.capture_and_report(std::mem::take(&mut batch));
                     }
-                    self.reporter.send(ToReporter::Exit {
-                        pid,
-                        ts_ns,
-                        exit_code,
-                    });
+                    self.process_exited(pid, ts_ns, exit_code, binary);
                 }
                 Ok(Record::Sigpipe(event)) => {
                     if !batch.is_empty() {
@@ -129,29 +127,63 @@ impl Session {
             match call_paths.learn(&learned, site) {
                 Ok(true) => {}
                 Ok(false) => log::debug!(
-                    "call site {site} of pid {} is not counted in the kernel (no room)",
-                    learned.pid
+                    "call site {site} of binary {}:{} is not counted in the kernel (no room)",
+                    learned.dev,
+                    learned.ino
                 ),
                 Err(err) => log::debug!("learning call site {site}: {err}"),
             }
         }
     }
 
-    /// Reports the counts of repeated failures that changed.
-    pub fn report_repeats(&mut self) {
-        let Some(call_paths) = &mut self.call_paths else {
-            return;
-        };
-        let comms = &self.comms;
-        let changed = call_paths.changed(|pid| {
-            comms
-                .get(&pid)
-                .cloned()
-                .or_else(|| status::comm(pid))
-                .unwrap_or_else(|| "?".to_owned())
+    /// A process exited: what is kept of it goes, its kernel entries are folded at the next
+    /// fold, and its SIGPIPE stories learn their fate.
+    fn process_exited(&mut self, pid: u32, ts_ns: u64, exit_code: u32, binary: Option<BinaryId>) {
+        self.capture.process_exited(pid);
+        self.go.process_exited(pid);
+        self.folding.exited(pid, binary);
+        self.reporter.send(ToReporter::Exit {
+            pid,
+            ts_ns,
+            exit_code,
         });
-        if !changed.is_empty() {
-            self.reporter.send(ToReporter::Repeats(changed));
+    }
+
+    /// Reports the counts of repeated failures that changed, and folds the processes that
+    /// exited, those whose exit record the ring buffer had no room for (kept by the kernel)
+    /// and those a rescan of `/proc` finds gone.
+    pub fn report_repeats(&mut self) {
+        self.learn();
+        // SIGPIPE records the ring buffer had no room for: their stories, late (before the
+        // lost exits that may end them).
+        match self.tracer.take_lost_sigpipes() {
+            Ok(lost) => {
+                for record in lost {
+                    let event = events::decode::sigpipe_event(&record);
+                    self.reporter.send(ToReporter::Sigpipe(event));
+                }
+            }
+            Err(err) => log::debug!("reading the lost SIGPIPE records: {err:#}"),
+        }
+        match self.tracer.take_lost_exits() {
+            Ok(lost) => {
+                for exit in lost {
+                    self.folding.recovered_exit();
+                    let binary = BinaryId::known(exit.dev, exit.ino);
+                    self.process_exited(exit.tgid, exit.ts_ns, exit.exit_code, binary);
+                }
+            }
+            Err(err) => log::debug!("reading the lost exit records: {err:#}"),
+        }
+        let gone = self.folding.fold(
+            &mut self.tracer,
+            self.call_paths.as_mut(),
+            self.parked.as_mut(),
+            &self.reporter,
+        );
+        for pid in gone {
+            self.capture.process_exited(pid);
+            self.go.process_exited(pid);
         }
     }
 
@@ -201,7 +233,7 @@ impl Session {
         }
         let (reported, events): (Vec<_>, Vec<_>) = stuck.into_iter().unzip();
         for event in &events {
-            self.comms.insert(event.pid, event.comm.clone());
+            self.folding.processes.seen(event.pid, &event.comm, None);
         }
         self.capture_and_report(events);
         if let Some(slots) = &mut self.blocked {

@@ -4,6 +4,7 @@
 //! kernel's side ([`Ending`]) and its own ([`Told`]).
 
 use std::{
+    collections::{HashMap, HashSet},
     io,
     sync::{
         Arc,
@@ -54,6 +55,12 @@ pub enum ToReporter {
     Tick,
     /// Counts of repeated failures that changed.
     Repeats(Vec<RepeatReport>),
+    /// Processes that exited were folded (after their last counts were sent): their stories
+    /// and repeats forget them; `sigpipes` are their kernel SIGPIPE counts per (pid, fd).
+    Folded {
+        pids: HashSet<u32>,
+        sigpipes: HashMap<(u32, i32), u64>,
+    },
     /// The kernel's side of the summary so far, for a recording's files to end with.
     Progress(Box<Ending>),
     /// Print the summary and stop.
@@ -254,10 +261,14 @@ impl Telling {
                 ts_ns,
                 exit_code,
             } => {
-                self.namer.process_exited(pid);
                 let told = self.sigpipes.exit(pid, ts_ns, exit_code);
                 self.tell(told);
                 let _ = self.output.flush();
+            }
+            ToReporter::Folded { pids, sigpipes } => {
+                let told = self.sigpipes.retire(&pids, &sigpipes);
+                self.tell(told);
+                self.repeats.processes_gone(&pids);
             }
             ToReporter::Repeats(counted) => {
                 self.repeats.kernel(counted);
@@ -344,6 +355,10 @@ mod tests {
             sigpipe_counts: HashMap::new(),
             stuck: Vec::new(),
             comms: HashMap::from([(pid, "writer".to_owned())]),
+            by_binary: Vec::new(),
+            tracked: Default::default(),
+            map_entries: Default::default(),
+            call_sites_full: 0,
         }
     }
 

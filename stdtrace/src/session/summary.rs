@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 
 use stdtrace_common::{FailureKey, counter};
 
-use super::launch::ExitStatus;
+use super::{folding::Folding, launch::ExitStatus};
 use crate::{
     aggregate::sigpipe::SigpipeTracker,
     enrich::blocked::SlotTable,
@@ -17,7 +17,10 @@ use crate::{
     events::{self, WriteSyscall},
     kernel::{call_sites::CallPaths, loader::Tracer},
     process::status,
-    report::record::{CommandOutcome, KernelCounters, RecordType, StuckWrite, Summary, Total},
+    report::record::{
+        BinaryTotal, CommandOutcome, KernelCounters, KernelMapEntries, RecordType, StuckWrite,
+        Summary, Total, TrackedProcesses,
+    },
 };
 
 /// Why tracing stopped.
@@ -64,8 +67,14 @@ pub struct Ending {
     pub sigpipe_counts: HashMap<(u32, i32), u64>,
     /// Writes blocked for at least the stuck threshold right now.
     pub stuck: Vec<StuckWrite>,
-    /// Last known command name of every process seen.
+    /// Command names of the processes in `failures`.
     pub comms: HashMap<u32, String>,
+    /// Failures per binary, exited and live processes' (`totals_by_binary`).
+    pub by_binary: Vec<BinaryTotal>,
+    pub tracked: TrackedProcesses,
+    pub map_entries: KernelMapEntries,
+    /// Call paths the kernel had no room for.
+    pub call_sites_full: u64,
 }
 
 impl Ending {
@@ -74,7 +83,7 @@ impl Ending {
         tracer: &Tracer,
         call_paths: Option<&CallPaths>,
         stuck: Vec<StuckWrite>,
-        comms: HashMap<u32, String>,
+        folding: &Folding,
         (stop, elapsed, command): (Stop, Duration, Option<(u32, ExitStatus)>),
     ) -> Result<Self, crate::kernel::loader::LoadError> {
         let counters = tracer.counters()?;
@@ -84,6 +93,18 @@ impl Ending {
             *failures
                 .entry((key.tgid, key.fd, key.errno, key.syscall))
                 .or_insert(0) += count;
+        }
+        let by_binary = folding.by_binary(&failures);
+        let mut comms: HashMap<u32, String> = failures
+            .keys()
+            .filter_map(|&(pid, ..)| Some((pid, folding.processes.comm(pid)?)))
+            .collect();
+        // The processes that exited last are still listed one by one.
+        for (&pid, comm, recent) in folding.recent_totals() {
+            comms.insert(pid, comm.clone());
+            for (&key, &count) in recent {
+                *failures.entry(key).or_insert(0) += count;
+            }
         }
         let sigpipe_counts = tracer.sigpipe_counts().unwrap_or_else(|err| {
             log::warn!("reading the SIGPIPE counts: {err}");
@@ -98,6 +119,10 @@ impl Ending {
             sigpipe_counts,
             stuck,
             comms,
+            by_binary,
+            tracked: folding.tracked(),
+            map_entries: tracer.map_entries(),
+            call_sites_full: call_paths.map_or(0, CallPaths::full),
         })
     }
 }
@@ -156,6 +181,7 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
         let count = sigpipe_counts.entry((total.pid, total.fd)).or_insert(0);
         *count = (*count).max(total.failures);
     }
+    let (sigpipes, sigpipe_fates) = told.sigpipes.summary(&sigpipe_counts);
     Summary {
         node: crate::report::record::Node::here(),
         record_type: RecordType::Summary,
@@ -166,9 +192,13 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
         dropped: counters[counter::RINGBUF_FULL as usize],
         repeats: counters[counter::REPEATS as usize] + told.folded,
         totals,
+        totals_by_binary: ending.by_binary,
         blocked_writes: told.blocked,
         stuck: ending.stuck,
-        sigpipes: told.sigpipes.summary(&sigpipe_counts),
+        sigpipes,
+        sigpipe_fates,
+        tracked_processes: ending.tracked,
+        kernel_map_entries: ending.map_entries,
         command: ending.command.map(|(pid, status)| CommandOutcome {
             pid,
             exit_code: status.shell_code(),
@@ -189,6 +219,10 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
             blocked_dropped: counters[counter::BLOCKED_DROPPED as usize],
             sites_full: counters[counter::SITES_FULL as usize],
             parked_full: counters[counter::PARKED_FULL as usize],
+            processes_full: counters[counter::PROCESSES_FULL as usize],
+            sigpipe_full: counters[counter::SIGPIPE_FULL as usize],
+            call_sites_full: ending.call_sites_full,
+            targets_full: counters[counter::TARGETS_FULL as usize],
         },
         // The outputs fill them in when they have written everything before the summary.
         output_records_dropped: None,

@@ -115,6 +115,7 @@ pub fn blocked_writers(pid: u32) -> Result<(Vec<BlockedWriter>, usize), ScanErro
                 running_g: None,
                 // What a send asked for shows only in its result: a snapshot sees none.
                 nosignal: false,
+                image: None,
             },
             at_least: true,
         });

@@ -85,6 +85,15 @@ fn summary_schema() {
             syscall: "write".into(),
             failures: 5,
         }],
+        totals_by_binary: vec![BinaryTotal {
+            binary: "/usr/bin/writer".into(),
+            dev: Some("254:0".into()),
+            ino: Some(42),
+            errno: Errno::EPIPE,
+            syscall: "write".into(),
+            processes: 2000,
+            failures: 10000,
+        }],
         blocked_writes: 1,
         stuck: vec![StuckWrite {
             pid: 9,
@@ -97,6 +106,17 @@ fn summary_schema() {
             container: None,
         }],
         sigpipes: Vec::new(),
+        sigpipe_fates: SigpipeFates {
+            stories: 2000,
+            fates: [("ignored".to_owned(), 2000)].into(),
+            left_out: 1980,
+        },
+        tracked_processes: TrackedProcesses {
+            processes: 3,
+            exiting: 1,
+            recovered_exits: 0,
+        },
+        kernel_map_entries: [("failures".to_owned(), 2)].into(),
         command: Some(CommandOutcome {
             pid: 812,
             exit_code: 141,
@@ -126,15 +146,22 @@ fn summary_schema() {
             "failed_writes": 11, "reported": 8, "dropped": 0, "repeats": 3,
             "totals": [{"pid": 812, "comm": "writer", "fd": 4, "errno": "EPIPE",
                         "syscall": "write", "failures": 5}],
+            "totals_by_binary": [{"binary": "/usr/bin/writer", "dev": "254:0", "ino": 42,
+                                  "errno": "EPIPE", "syscall": "write", "processes": 2000,
+                                  "failures": 10000}],
             "blocked_writes": 1,
             "stuck": [{"pid": 9, "tid": 10, "comm": "app", "syscall": "write", "fd": 1,
                        "duration_ms": 42000, "goid": 17}],
             "sigpipes": [],
+            "sigpipe_fates": {"stories": 2000, "fates": {"ignored": 2000}, "left_out": 1980},
+            "tracked_processes": {"processes": 3, "exiting": 1, "recovered_exits": 0},
+            "kernel_map_entries": {"failures": 2},
             "command": {"pid": 812, "exit_code": 141, "signal": 13},
             "kernel": {"registers_unreadable": 0, "fd_unreadable": 0, "stack_unreadable": 0,
                        "tally_full": 0, "children_followed": 0, "lifecycle_dropped": 0,
                        "writes_blocked": 0, "blocked_untracked": 0, "blocked_dropped": 0,
-                       "sites_full": 0, "parked_full": 0}
+                       "sites_full": 0, "parked_full": 0, "processes_full": 0,
+                       "sigpipe_full": 0, "call_sites_full": 0, "targets_full": 0}
         })
     );
 }
