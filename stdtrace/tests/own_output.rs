@@ -9,7 +9,6 @@ mod fixtures;
 mod stdtrace;
 
 use std::{
-    collections::HashMap,
     io::Write,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -34,18 +33,37 @@ fn c_writer() -> PathBuf {
 /// A shell the test owns that, once released by a line on its stdin, runs `count` writers
 /// one after the other, says `done` on stderr, and waits for a second line before it exits.
 /// Its stdout is /dev/null: it holds no end of stdtrace's pipes.
+///
+/// The writers run from `COPIES` copies of the fixture, in turn: each copy is a binary of its
+/// own (its own inode), so its first failure is reported in full. Copies of one binary would
+/// share their call path and be counted, not sent: too few records to fill stdout.
 struct Loop {
     shell: Child,
     stdin: ChildStdin,
     stderr: StderrLines,
+    copies: PathBuf,
+}
+
+/// Binaries of their own the writers run from (each reported in full once).
+const COPIES: usize = 200;
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.copies);
+    }
 }
 
 impl Loop {
     fn start(count: usize) -> Self {
+        let copies = std::env::temp_dir().join(format!("stdtrace-copies-{}", std::process::id()));
+        std::fs::create_dir_all(&copies).unwrap();
+        for copy in 0..COPIES {
+            std::fs::copy(c_writer(), copies.join(format!("w{copy}"))).unwrap();
+        }
         let script = format!(
-            "read go; i=0; while [ $i -lt {count} ]; do {} 1 0 --sigpipe; i=$((i+1)); done; \
-             echo done >&2; read end",
-            c_writer().display()
+            "read go; i=0; while [ $i -lt {count} ]; do {}/w$((i % {COPIES})) 1 0 --sigpipe; \
+             i=$((i+1)); done; echo done >&2; read end",
+            copies.display()
         );
         let mut shell = Command::new("sh")
             .args(["-c", &script])
@@ -60,6 +78,7 @@ impl Loop {
             shell,
             stdin,
             stderr,
+            copies,
         }
     }
 
@@ -91,21 +110,23 @@ fn signal(child: &Child, signal: i32) {
 }
 
 /// Asserts the summary counts exactly one EPIPE failure for each writer, and nothing more of
-/// the targets.
+/// the targets: exactly in `failed_writes` and in the writers' binaries' folded totals (one per
+/// copy), and per process for those the bounded `totals` still lists (the last 256 exited).
 fn assert_exact_totals(summary: &Value, pids: &[u32]) {
     assert_eq!(summary["failed_writes"], pids.len(), "{summary}");
-    let totals: HashMap<u64, (&Value, &Value)> = summary["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["pid"].as_u64().unwrap(), (&t["failures"], &t["errno"])))
-        .collect();
-    for pid in pids {
-        let (failures, errno) = totals
-            .get(&u64::from(*pid))
-            .unwrap_or_else(|| panic!("no total for writer {pid}: {summary}"));
+    let binaries = summary["totals_by_binary"].as_array().unwrap();
+    assert_eq!(binaries.len(), COPIES.min(pids.len()), "{summary}");
+    let sum = |field: &str| -> u64 { binaries.iter().map(|b| b[field].as_u64().unwrap()).sum() };
+    assert!(binaries.iter().all(|b| b["errno"] == "EPIPE"), "{summary}");
+    assert_eq!(sum("processes"), pids.len() as u64, "{summary}");
+    assert_eq!(sum("failures"), pids.len() as u64, "{summary}");
+    let totals = summary["totals"].as_array().unwrap();
+    assert_eq!(totals.len(), pids.len().min(256), "{summary}");
+    for total in totals {
+        let pid = u32::try_from(total["pid"].as_u64().unwrap()).unwrap();
+        assert!(pids.contains(&pid), "a total of no writer: {total}");
         assert_eq!(
-            (*failures, *errno),
+            (&total["failures"], &total["errno"]),
             (&Value::from(1), &Value::from("EPIPE"))
         );
     }

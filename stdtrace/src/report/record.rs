@@ -10,15 +10,15 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-mod chain;
 mod bounded;
+mod chain;
 mod container;
 pub mod node;
 mod snapshot;
 
 pub use self::{
-    chain::{ChainedWrite, MAX_CHAIN_DEPTH, MasterSide, PtyBuffers},
     bounded::{BinaryTotal, KernelMapEntries, SigpipeFates, TOP_SIGPIPE_STORIES, TrackedProcesses},
+    chain::{ChainedWrite, MAX_CHAIN_DEPTH, MasterSide, PtyBuffers},
     container::{Container, OutputSink, Pod, Runtime, RuntimeRole},
     node::Node,
     snapshot::{GoroutineRecord, SnapshotSummary},
