@@ -31,7 +31,7 @@ pub use callsite::{
     FingerprintKey, Fingerprints, FirstReturn, SiteCount, SiteKey,
 };
 pub use capture::{PAGE_SIZE, REGS_COPY_WORDS, STACK_COPY_BYTES, STACK_PAGES, TASK_COMM_LEN};
-pub use config::{KernelLayout, MAX_ERRNO, TracerConfig};
+pub use config::{KernelLayout, MAX_CGROUP_LEVEL, MAX_ERRNO, TracerConfig};
 pub use goroutine::{GoLayout, GoMemory, Goroutine, go_flags};
 pub use lifecycle::{ProcessExec, ProcessExit};
 pub use parked::{PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite};

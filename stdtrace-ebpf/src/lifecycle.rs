@@ -16,7 +16,7 @@ use aya_ebpf::{
 use stdtrace_common::{ProcessExec, ProcessExit, counter, record_kind};
 
 use crate::{
-    config, kernel,
+    config, filter, kernel,
     maps::{EVENTS, SIGPIPE_PENDING, TARGETS, bump, is_target},
 };
 
@@ -42,7 +42,7 @@ pub fn on_fork(ctx: &RawTracePointContext) {
 #[inline(always)]
 pub fn on_exec(_ctx: &RawTracePointContext) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == config::self_tgid() || (config::targets_only() && !is_target(tgid)) {
+    if tgid == config::self_tgid() || !filter::traced_current(tgid) {
         return;
     }
     let record = ProcessExec {
@@ -75,7 +75,10 @@ pub fn on_exit(ctx: &RawTracePointContext) {
     }
     crate::readers::on_process_exit(tgid);
     // Reported for targets, and for any process a SIGPIPE was generated for (its fate).
-    let was_target = config::targets_only() && TARGETS.remove(&tgid).is_ok();
+    // A process traced for its cgroup is not in the target set; it is still in its cgroup here
+    // (`cgroup_exit` comes later in `do_exit`).
+    let was_target =
+        config::targets_only() && (TARGETS.remove(&tgid).is_ok() || filter::in_watched_cgroup());
     let sigpipe = SIGPIPE_PENDING.remove(&tgid).is_ok();
     if !was_target && !sigpipe {
         return;

@@ -9,6 +9,7 @@
 mod blocked;
 mod callsite;
 mod config;
+mod filter;
 mod inspect;
 mod kernel;
 mod lifecycle;

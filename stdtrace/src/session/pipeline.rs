@@ -189,6 +189,27 @@ impl Session {
 
     /// Reports writes blocked for at least the stuck threshold that have not returned, once
     /// each, while they are still stuck.
+    /// Containers that started since and match `--container`/`--pod`/`--namespace`: traced
+    /// from now on, their writes already blocked adopted, their readers watched.
+    pub fn watch_new_containers(&mut self, watch: &mut super::containers::ContainerWatch) {
+        let added = watch.rescan(&mut self.capture, &mut self.tracer);
+        let pids: Vec<u32> = added
+            .iter()
+            .flat_map(|found| found.pids.iter().copied())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        self.capture.watch_readers_of(&pids, &mut self.tracer);
+        for &pid in &pids {
+            self.capture.track(pid);
+            self.go.process(pid);
+            if let Some(slots) = &mut self.blocked {
+                blocked::adopt_blocked_threads(slots, pid, &mut self.tracer, &mut self.go);
+            }
+        }
+    }
+
     pub fn report_stuck(&mut self) {
         let Some(slots) = &self.blocked else {
             return;
