@@ -15,7 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::report::record::{BlockedState, Errno, Name, RecordType, RepeatReport, WriteReport};
+use crate::report::record::{
+    BlockedState, Container, Errno, Name, RecordType, RepeatReport, WriteReport,
+};
 
 /// How often text says again how often something repeated.
 pub const REPEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -94,6 +96,8 @@ struct Entry {
     /// Of all occurrences, how many text has said.
     printed: u64,
     last_print: Instant,
+    /// The process's container, from its reports (or the kernel's counts, looked up).
+    container: Option<Container>,
 }
 
 impl Entry {
@@ -228,7 +232,11 @@ impl Repeats {
                 kernel: Tally::default(),
                 printed: 0,
                 last_print: Instant::now() - REPEAT_INTERVAL,
+                container: None,
             });
+            if entry.container.is_none() {
+                entry.container = report.container.clone();
+            }
             entry.kernel = Tally {
                 count: report.count,
                 first_ns: report.first_ts_ns,
@@ -269,6 +277,7 @@ impl Repeats {
                     count: entry.told(),
                     first_ts_ns,
                     last_ts_ns: entry.kernel.last_ns.max(entry.folded.last_ns),
+                    container: entry.container.clone(),
                 })
             })
             .collect();
@@ -325,6 +334,7 @@ fn new_entry(
         kernel: Tally::default(),
         printed: 0,
         last_print,
+        container: report.container.clone(),
     }
 }
 

@@ -238,6 +238,7 @@ pub async fn run(config: Config) -> Result<i32> {
         mmap_watch,
         regs_layout,
         comms: HashMap::new(),
+        containers: HashMap::new(),
     };
     if reopen.is_some() {
         // A file that rotates before the first second is over ends with this one.
@@ -336,13 +337,14 @@ pub async fn run(config: Config) -> Result<i32> {
 
     session.report_repeats();
     let still_stuck = session.still_stuck();
-    let ending = Ending::read(
+    let mut ending = Ending::read(
         &session.tracer,
         session.call_paths.as_ref(),
         still_stuck,
         std::mem::take(&mut session.comms),
         (stop, elapsed, launched_pid.zip(command_status)),
     )?;
+    ending.containers = std::mem::take(&mut session.containers);
     session.reporter.finish(ending);
 
     Ok(match (launched_pid, command_status, stop) {
@@ -364,9 +366,12 @@ fn summary_so_far(session: &mut Session, started: Instant) {
         (Stop::StillTracing, started.elapsed(), None),
     );
     match so_far {
-        Ok(ending) => session
-            .reporter
-            .send(ToReporter::Progress(Box::new(ending))),
+        Ok(mut ending) => {
+            ending.containers = session.containers.clone();
+            session
+                .reporter
+                .send(ToReporter::Progress(Box::new(ending)));
+        }
         Err(err) => log::debug!("reading the summary so far: {err}"),
     }
 }

@@ -2,7 +2,7 @@
 //! and handing batches to the reporter; each tick, the stuck writes, parked goroutines and
 //! repeat counts the kernel keeps.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use aya::maps::{MapData, RingBuf};
 
@@ -21,6 +21,7 @@ use crate::{
         parked::ParkedGoroutines,
     },
     process::{perf_mmap::MmapWatch, status},
+    report::record::Container,
 };
 
 /// Records read from the ring buffer per wake-up, at most.
@@ -49,6 +50,9 @@ pub struct Session {
     pub regs_layout: RegsLayout,
     /// Last known command name of every process seen, for the summary.
     pub comms: HashMap<u32, String>,
+    /// The container of every process seen in one, as captured at its events: for the
+    /// kernel's repeat counts and the summary's totals, told after the process may be gone.
+    pub containers: HashMap<u32, Arc<Container>>,
 }
 
 impl Session {
@@ -143,13 +147,19 @@ impl Session {
             return;
         };
         let comms = &self.comms;
-        let changed = call_paths.changed(|pid| {
+        let mut changed = call_paths.changed(|pid| {
             comms
                 .get(&pid)
                 .cloned()
                 .or_else(|| status::comm(pid))
                 .unwrap_or_else(|| "?".to_owned())
         });
+        for repeats in &mut changed {
+            repeats.container = self
+                .containers
+                .get(&repeats.pid)
+                .map(|container| Container::clone(container));
+        }
         if !changed.is_empty() {
             self.reporter.send(ToReporter::Repeats(changed));
         }
@@ -168,6 +178,11 @@ impl Session {
         // been read for a while since): every mapping made before these writes is in them.
         self.drain_mappings();
         let captured = self.capture.capture(batch, &mut self.go, &mut self.tracer);
+        for write in &captured {
+            if let Some(container) = &write.container {
+                self.containers.insert(write.event.pid, container.clone());
+            }
+        }
         self.reporter.send(ToReporter::Writes(captured));
     }
 

@@ -297,6 +297,7 @@ mod tests {
             sigpipe_counts: HashMap::new(),
             stuck: Vec::new(),
             comms: HashMap::from([(pid, "writer".to_owned())]),
+            containers: HashMap::new(),
         }
     }
 

@@ -5,7 +5,7 @@
 //! told (reports, blocked writes, folded repeats, SIGPIPE stories) is known to the reporter
 //! ([`Told`]). [`build`] puts them together.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use stdtrace_common::{FailureKey, counter};
 
@@ -17,7 +17,9 @@ use crate::{
     events::{self, WriteSyscall},
     kernel::{call_sites::CallPaths, loader::Tracer},
     process::status,
-    report::record::{CommandOutcome, KernelCounters, RecordType, StuckWrite, Summary, Total},
+    report::record::{
+        CommandOutcome, Container, KernelCounters, RecordType, StuckWrite, Summary, Total,
+    },
 };
 
 /// Why tracing stopped.
@@ -66,6 +68,9 @@ pub struct Ending {
     pub stuck: Vec<StuckWrite>,
     /// Last known command name of every process seen.
     pub comms: HashMap<u32, String>,
+    /// The container of every process seen in one, as captured at its events (set by the
+    /// session after [`Ending::read`]).
+    pub containers: HashMap<u32, Arc<Container>>,
 }
 
 impl Ending {
@@ -98,6 +103,7 @@ impl Ending {
             sigpipe_counts,
             stuck,
             comms,
+            containers: HashMap::new(),
         })
     }
 }
@@ -143,6 +149,10 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
                 errno: Errno(key.errno),
                 syscall: syscall.name().into(),
                 failures,
+                container: ending
+                    .containers
+                    .get(&key.tgid)
+                    .map(|container| Container::clone(container)),
             })
         })
         .collect();

@@ -83,6 +83,7 @@ fn summary_schema() {
             errno: Errno::EPIPE,
             syscall: "write".into(),
             failures: 5,
+            container: None,
         }],
         blocked_writes: 1,
         stuck: vec![StuckWrite {
