@@ -212,6 +212,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// `--container`, `--pod` and `--namespace` as one list (a union).
+pub fn selectors(
+    containers: Vec<String>,
+    pods: Vec<Selector>,
+    namespaces: Vec<String>,
+) -> Vec<Selector> {
+    containers
+        .into_iter()
+        .map(Selector::Container)
+        .chain(pods)
+        .chain(namespaces.into_iter().map(Selector::Namespace))
+        .collect()
+}
+
 /// A container id, name or namespace: not empty (an empty id prefix would match them all).
 pub fn non_empty(text: &str) -> Result<String, String> {
     match text.trim() {
@@ -344,13 +358,7 @@ impl Config {
             ColorChoice::Never => false,
             ColorChoice::Auto => stdout_is_terminal && !no_color,
         };
-        let containers = cli
-            .containers
-            .into_iter()
-            .map(Selector::Container)
-            .chain(cli.pods)
-            .chain(cli.namespaces.into_iter().map(Selector::Namespace))
-            .collect();
+        let containers = selectors(cli.containers, cli.pods, cli.namespaces);
         Ok(Config {
             mode,
             containers,

@@ -1,11 +1,13 @@
-//! `report`'s filters: `--pid`, `--comm`, `--type`, `--since`, `--until` (`--story` keeps one
-//! pid).
+//! `report`'s filters: `--pid`, `--comm`, `--container`, `--pod`, `--namespace`, `--type`,
+//! `--since`, `--until` (`--story` keeps one pid). Different filters intersect; repeats of one
+//! (and the container filters among themselves) are a union.
 
 use anyhow::{Result, bail};
 
 use super::input::Item;
 use crate::{
     cli::{ReportArgs, TimeBound},
+    enrich::container::select::{self, Selector},
     report::recording::read::Record,
 };
 
@@ -16,6 +18,8 @@ pub struct Filter {
     pids: Vec<u32>,
     comms: Vec<String>,
     types: Vec<String>,
+    /// `--container`, `--pod`, `--namespace`: matched against the records' `container`.
+    containers: Vec<Selector>,
     /// Wall-clock nanoseconds since the epoch.
     since: Option<i128>,
     until: Option<i128>,
@@ -35,6 +39,11 @@ impl Filter {
             pids,
             comms: args.comms.clone(),
             types: args.types.clone(),
+            containers: crate::cli::selectors(
+                args.containers.clone(),
+                args.pods.clone(),
+                args.namespaces.clone(),
+            ),
             since: args.since.as_ref().map(|bound| resolve(bound, end)),
             until: args.until.as_ref().map(|bound| resolve(bound, end)),
         })
@@ -42,16 +51,28 @@ impl Filter {
 
     /// Whether a record is shown (headers and summaries are kept for what they tell).
     pub fn keeps(&self, item: &Item) -> bool {
-        let (record_type, pid, comm) = match &item.record {
+        let (record_type, pid, comm, container) = match &item.record {
             Record::Header(_) | Record::Summary(_) => return true,
-            Record::Write(report) => (report.record_type.name(), report.pid, &report.comm),
-            Record::Repeats(report) => ("repeats", report.pid, &report.comm),
-            Record::Sigpipe(report) => ("sigpipe", report.pid, &report.comm),
+            Record::Write(report) => (
+                report.record_type.name(),
+                report.pid,
+                &report.comm,
+                report.container.as_ref(),
+            ),
+            Record::Repeats(report) => {
+                ("repeats", report.pid, &report.comm, report.container.as_ref())
+            }
+            Record::Sigpipe(report) => {
+                ("sigpipe", report.pid, &report.comm, report.container.as_ref())
+            }
         };
+        let in_container = self.containers.is_empty()
+            || container.is_some_and(|container| select::any_matches(&self.containers, container));
         let wall = wall_ns(item).unwrap_or(0);
         (self.pids.is_empty() || self.pids.contains(&pid))
             && (self.comms.is_empty() || self.comms.contains(comm))
             && (self.types.is_empty() || self.types.iter().any(|t| t == record_type))
+            && in_container
             && self.since.is_none_or(|since| wall >= since)
             && self.until.is_none_or(|until| wall <= until)
     }

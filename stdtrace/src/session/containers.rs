@@ -44,7 +44,7 @@ impl ContainerWatch {
             bail!(SelectError::NoCgroup2);
         };
         let running = select::running(containers, Some(&mount));
-        let chosen = select::select(selectors, &running, containers, &mount)?;
+        let chosen = select::select(selectors, &running, containers, Some(&mount))?;
         for found in &chosen {
             if !config.watch_cgroup_level(found.level) {
                 bail!(

@@ -216,12 +216,13 @@ pub fn running(containers: &mut Containers, mount: Option<&Path>) -> Vec<Running
 }
 
 /// The running containers the selectors pick; every selector must pick at least one, and an
-/// id prefix only one.
+/// id prefix only one. With the cgroup2 `mount` (for the kernel filter), each must have its
+/// cgroup directory there.
 pub fn select(
     selectors: &[Selector],
     running: &[RunningContainer],
     containers: &Containers,
-    mount: &Path,
+    mount: Option<&Path>,
 ) -> Result<Vec<RunningContainer>, SelectError> {
     let mut chosen: Vec<RunningContainer> = Vec::new();
     for selector in selectors {
@@ -251,7 +252,9 @@ pub fn select(
             });
         }
         for candidate in picked {
-            if candidate.cgroup_id.is_none() {
+            if let Some(mount) = mount
+                && candidate.cgroup_id.is_none()
+            {
                 return Err(SelectError::NoCgroup {
                     selector: selector.shown(),
                     id: candidate.container.id.clone(),
@@ -354,7 +357,7 @@ mod tests {
         };
         let all = [running("abc1", "one"), running("abc2", "two")];
         let containers = Containers::new("/nonexistent");
-        let mount = Path::new("/sys/fs/cgroup");
+        let mount = Some(Path::new("/sys/fs/cgroup"));
         let err = select(
             &[Selector::Container("abc".into())],
             &all,
