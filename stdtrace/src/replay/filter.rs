@@ -59,12 +59,18 @@ impl Filter {
                 &report.comm,
                 report.container.as_ref(),
             ),
-            Record::Repeats(report) => {
-                ("repeats", report.pid, &report.comm, report.container.as_ref())
-            }
-            Record::Sigpipe(report) => {
-                ("sigpipe", report.pid, &report.comm, report.container.as_ref())
-            }
+            Record::Repeats(report) => (
+                "repeats",
+                report.pid,
+                &report.comm,
+                report.container.as_ref(),
+            ),
+            Record::Sigpipe(report) => (
+                "sigpipe",
+                report.pid,
+                &report.comm,
+                report.container.as_ref(),
+            ),
         };
         let in_container = self.containers.is_empty()
             || container.is_some_and(|container| select::any_matches(&self.containers, container));

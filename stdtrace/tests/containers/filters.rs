@@ -236,3 +236,125 @@ fn unknown_containers_and_pods_are_one_line_errors() {
         "{stderr}"
     );
 }
+
+/// A socket's receiver that runs in a container carries its `container`, as a pipe's reader
+/// does: a host writer blocked on a unix stream socket whose other end a container's `sleep`
+/// holds (passed in with `--preserve-fds`) and never reads.
+#[test]
+fn socket_receivers_in_containers_name_them() {
+    use std::os::unix::process::CommandExt;
+
+    if !can_run_podman(&[]) {
+        return;
+    }
+    super::ensure_image();
+    let mut ends = [0; 2];
+    // SAFETY: socketpair writes two fds into the array we own.
+    let made = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, ends.as_mut_ptr()) };
+    assert_eq!(made, 0, "socketpair: {}", std::io::Error::last_os_error());
+    let [writer_end, container_end] = ends;
+    let container = super::TestContainer {
+        name: format!("stdtrace-socket-{}", std::process::id()),
+        stopped_conmon: None,
+    };
+    let mut run = Command::new("podman");
+    run.args([
+        "--runtime",
+        super::RUNC,
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--preserve-fds",
+        "1",
+        "--name",
+        &container.name,
+        super::IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY: dup2 is async-signal-safe; the child gets the container's end as fd 3.
+    unsafe {
+        run.pre_exec(move || {
+            if libc::dup2(container_end, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = run.output().expect("podman run");
+    assert!(
+        output.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    // SAFETY: closing our copy of the end the container holds now.
+    unsafe { libc::close(container_end) };
+
+    let mut write = Command::new("sh");
+    write
+        .args([
+            "-c",
+            "while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done >&4",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: as above; the writer gets its end as fd 4.
+    unsafe {
+        write.pre_exec(move || {
+            if libc::dup2(writer_end, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut writer = write.spawn().expect("the writer");
+    // SAFETY: closing our copy of the writer's end.
+    unsafe { libc::close(writer_end) };
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = writer.id().to_string();
+    let output = stdtrace::run(&[
+        "--pid",
+        &pid,
+        "--format",
+        "json",
+        "--stuck",
+        "1s",
+        "--duration",
+        "3s",
+    ]);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let records = stdtrace::json_lines(&output.stdout);
+    let stuck = records_of(&records, "blocked_write", "stuck");
+    assert_eq!(stuck.len(), 1, "{records:?}\n{stderr}");
+    let target = &stuck[0]["target"];
+    assert_eq!(target["kind"], "socket", "{target}");
+    let receiver = target["readers"]
+        .as_array()
+        .and_then(|readers| readers.iter().find(|reader| reader["comm"] == "sleep"))
+        .unwrap_or_else(|| panic!("the container's sleep is a receiver: {target}"));
+    assert_eq!(receiver["container"]["id"], id.as_str(), "{receiver}");
+    assert_eq!(
+        receiver["container"]["name"],
+        container.name.as_str(),
+        "{receiver}"
+    );
+    assert_eq!(receiver["container"]["runtime"], "podman", "{receiver}");
+    assert!(
+        stuck[0].get("container").is_none(),
+        "the writer runs outside: {}",
+        stuck[0]
+    );
+}
