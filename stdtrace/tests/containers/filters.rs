@@ -358,3 +358,119 @@ fn socket_receivers_in_containers_name_them() {
         stuck[0]
     );
 }
+
+/// The records of `blocked_write`, `write_error`, `repeats` and `sigpipe` type.
+fn event_records(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|record| {
+            ["blocked_write", "write_error", "repeats", "sigpipe"]
+                .iter()
+                .any(|kind| record["type"] == *kind)
+        })
+        .collect()
+}
+
+/// `report --container/--pod/--namespace` keep the recorded records of those containers;
+/// `snapshot --container/--pod/--namespace` look at those containers' processes only.
+#[test]
+fn report_and_snapshot_filter_by_container() {
+    if !can_run_podman(&[]) {
+        return;
+    }
+    let first_namespace = format!("{}-a", namespace());
+    let second_namespace = format!("{}-b", namespace());
+    let first = StuckContainer::start("report-a", &first_namespace, "web-0");
+    let second = StuckContainer::start("report-b", &second_namespace, "web-0");
+    let dir = std::env::temp_dir().join(format!("stdtrace-filters-record-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = stdtrace::run(&[
+        "record",
+        "--output",
+        dir.to_str().unwrap(),
+        "--stuck",
+        "1s",
+        "--duration",
+        "3s",
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let first_pod = format!("{first_namespace}/web-0");
+    let second_pod = format!("{second_namespace}/web-0");
+    let report = |selection: &[&str]| {
+        let mut args = vec!["report", dir.to_str().unwrap(), "--format", "json"];
+        args.extend(selection);
+        let output = stdtrace::run(&args);
+        assert!(
+            output.status.success(),
+            "{selection:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdtrace::json_lines(&output.stdout)
+    };
+    for (selection, wanted) in [
+        (["--container", first.name()], &first),
+        (["--container", &first.id[..16]], &first),
+        (["--pod", &second_pod], &second),
+        (["--namespace", &first_namespace], &first),
+        (["--pod", &first_pod], &first),
+    ] {
+        let records = report(&selection);
+        let kept = event_records(&records);
+        assert!(
+            kept.iter()
+                .any(|record| record["type"] == "blocked_write" && record["pid"] == wanted.writer),
+            "{selection:?}: the stuck writer {} is kept: {records:?}",
+            wanted.writer
+        );
+        for record in kept {
+            assert_eq!(
+                record["container"]["id"],
+                wanted.id.as_str(),
+                "{selection:?}: {record}"
+            );
+        }
+    }
+    let none = report(&["--container", "stdtrace-no-such-container"]);
+    assert!(event_records(&none).is_empty(), "{none:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    for (selection, wanted) in [
+        (["--container", first.name()], &first),
+        (["--pod", &second_pod], &second),
+        (["--namespace", &second_namespace], &second),
+    ] {
+        let mut args = vec!["snapshot", "--format", "json"];
+        args.extend(selection);
+        let output = stdtrace::run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{selection:?}: {stderr}");
+        let records = stdtrace::json_lines(&output.stdout);
+        let blocked: Vec<&Value> = records
+            .iter()
+            .filter(|record| record["type"] == "blocked_write")
+            .collect();
+        assert_eq!(blocked.len(), 1, "{selection:?}: {records:?}");
+        assert_eq!(blocked[0]["pid"], wanted.writer, "{}", blocked[0]);
+        assert_eq!(
+            blocked[0]["container"]["id"],
+            wanted.id.as_str(),
+            "{}",
+            blocked[0]
+        );
+    }
+    let output = stdtrace::run(&["snapshot", "--container", "stdtrace-no-such-container"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "stdtrace: no running container matches --container stdtrace-no-such-container ("
+        ),
+        "{stderr}"
+    );
+}
