@@ -575,6 +575,64 @@ mod tests {
     }
 
     #[test]
+    fn container_selectors_add_to_pids_and_commands() {
+        let own = std::process::id().to_string();
+        let config = Config::from_trace(
+            cli(&[
+                "--pid",
+                &own,
+                "--container",
+                "web-1",
+                "--pod",
+                "prod/web-0",
+                "--namespace",
+                "dev",
+                "--container",
+                "3f2a",
+            ])
+            .unwrap(),
+            None,
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            config.mode,
+            Mode::Attach {
+                pids: vec![std::process::id()]
+            }
+        );
+        assert_eq!(
+            config.containers,
+            vec![
+                Selector::Container("web-1".into()),
+                Selector::Container("3f2a".into()),
+                Selector::pod("prod/web-0").unwrap(),
+                Selector::Namespace("dev".into()),
+            ]
+        );
+        // With a command too: they are not exclusive.
+        assert!(cli(&["--container", "web-1", "--", "true"]).is_ok());
+        for bad in [
+            &["--pod", "web-0"][..],
+            &["--pod", "prod/"],
+            &["--container", ""],
+            &["--namespace", " "],
+        ] {
+            assert!(cli(bad).is_err(), "{bad:?}");
+        }
+        let report = match parse(&["report", "x", "--pod", "prod/web-0", "--container", "a"])
+            .unwrap()
+            .subcommand
+        {
+            Some(Subcommand::Report(report)) => report,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(report.containers, vec!["a"]);
+        assert_eq!(report.pods, vec![Selector::pod("prod/web-0").unwrap()]);
+    }
+
+    #[test]
     fn config_checks_pids_and_commands() {
         let config = Config::from_trace(
             cli(&["--", "sh", "-c", "true"]).unwrap(),

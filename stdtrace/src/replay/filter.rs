@@ -142,6 +142,52 @@ mod tests {
     }
 
     #[test]
+    fn containers_and_pods_match_the_recorded_container() {
+        let mut inside = write_at(1, 1_000_000_000);
+        if let Record::Write(report) = &mut inside.record {
+            report.container = Some(crate::report::record::Container {
+                id: "3f2a".repeat(16),
+                name: Some("web-1".into()),
+                pod: crate::report::record::Pod {
+                    name: Some("web-0".into()),
+                    namespace: Some("prod".into()),
+                    uid: None,
+                },
+                ..Default::default()
+            });
+        }
+        let items = vec![inside, write_at(2, 2_000_000_000)];
+        let keeps = |args: &[&str]| {
+            let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(
+                ["stdtrace", "report", "x"].iter().chain(args),
+            )
+            .unwrap();
+            let Some(crate::cli::Subcommand::Report(report)) = cli.subcommand else {
+                panic!("report");
+            };
+            let filter = Filter::new(&report, &items).unwrap();
+            items
+                .iter()
+                .map(|item| filter.keeps(item))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keeps(&["--container", "web-1"]), [true, false]);
+        assert_eq!(keeps(&["--container", "3f2a3f"]), [true, false]);
+        assert_eq!(keeps(&["--pod", "prod/web-0"]), [true, false]);
+        assert_eq!(keeps(&["--pod", "prod/web-1"]), [false, false]);
+        assert_eq!(keeps(&["--namespace", "prod"]), [true, false]);
+        // A union among themselves, an intersection with --pid.
+        assert_eq!(
+            keeps(&["--pod", "prod/web-1", "--container", "web-1"]),
+            [true, false]
+        );
+        assert_eq!(
+            keeps(&["--container", "web-1", "--pid", "2"]),
+            [false, false]
+        );
+    }
+
+    #[test]
     fn pid_type_and_time_bounds() {
         let items = vec![write_at(1, 1_000_000_000), write_at(2, 9_000_000_000)];
         let filter = |args: &[&str]| {
@@ -168,6 +214,8 @@ mod tests {
         assert_eq!(filter(&["--since", "5s"]), [false, true]);
         assert_eq!(filter(&["--until", "5s"]), [true, false]);
         assert_eq!(filter(&["--since", "1970-01-01T00:00:02Z"]), [false, true]);
+        // Neither sample runs in a container.
+        assert_eq!(filter(&["--container", "web-1"]), [false, false]);
         assert_eq!(
             resolve(&TimeBound::BeforeEnd(Duration::from_secs(1)), 5_000_000_000),
             4_000_000_000

@@ -159,6 +159,17 @@ fn container_dir(v2_path: &str, id: &str) -> Option<(String, u32)> {
     Some((dir, u32::try_from(index + 1).ok()?))
 }
 
+/// The container a `/proc/PID/cgroup` file puts its process in on the v2 hierarchy (the one
+/// the kernel filter sees: its `0::` line), with the container's cgroup directory and depth.
+pub fn v2_container(bytes: &[u8]) -> Option<(cgroup::ContainerCgroup, String, u32)> {
+    let v2 = cgroup::lines(bytes)
+        .into_iter()
+        .find(|line| line.hierarchy == 0 && line.controllers.is_empty())?;
+    let found = cgroup::from_path(&v2.path)?;
+    let (dir, level) = container_dir(&v2.path, &found.id)?;
+    Some((found, dir, level))
+}
+
 /// Every container with a process running now, found from procfs.
 pub fn running(containers: &mut Containers, mount: Option<&Path>) -> Vec<RunningContainer> {
     let root = containers.root().to_path_buf();
@@ -171,17 +182,7 @@ pub fn running(containers: &mut Containers, mount: Option<&Path>) -> Vec<Running
         let Ok(bytes) = std::fs::read(root.join(format!("proc/{pid}/cgroup"))) else {
             continue;
         };
-        // The kernel filter sees the v2 hierarchy: a container is found on its `0::` line.
-        let Some(v2) = cgroup::lines(&bytes)
-            .into_iter()
-            .find(|line| line.hierarchy == 0 && line.controllers.is_empty())
-        else {
-            continue;
-        };
-        let Some(found) = cgroup::from_path(&v2.path) else {
-            continue;
-        };
-        let Some((dir, level)) = container_dir(&v2.path, &found.id) else {
+        let Some((found, dir, level)) = v2_container(&bytes) else {
             continue;
         };
         by_id
@@ -327,6 +328,23 @@ mod tests {
             Selector::pod("prod/web-0").unwrap().shown(),
             "--pod prod/web-0"
         );
+    }
+
+    #[test]
+    fn the_v2_line_names_the_container_and_its_directory() {
+        let id = "b".repeat(64);
+        let file = format!(
+            "9:name=systemd:/libpod_parent/libpod-{id}\n1:cpu:/libpod_parent/libpod-{id}\n0::/libpod_parent/libpod-{id}\n"
+        );
+        let (found, dir, level) = v2_container(file.as_bytes()).unwrap();
+        assert_eq!(found.id, id);
+        assert_eq!(
+            (dir.as_str(), level),
+            (format!("/libpod_parent/libpod-{id}").as_str(), 2)
+        );
+        // Only in v1 hierarchies: the kernel filter cannot see it.
+        let v1_only = format!("4:memory:/docker/{id}\n0::/\n");
+        assert_eq!(v2_container(v1_only.as_bytes()), None);
     }
 
     #[test]
