@@ -474,3 +474,57 @@ fn report_and_snapshot_filter_by_container() {
         "{stderr}"
     );
 }
+
+/// A container that starts after stdtrace and matches `--namespace` (a pod's new container) is
+/// traced too: found by the next rescan of procfs.
+#[test]
+fn containers_started_later_that_match_are_traced() {
+    if !can_run_podman(&[]) {
+        return;
+    }
+    let namespace = format!("{}-later", namespace());
+    let first = StuckContainer::start("later-a", &namespace, "web-0");
+    let mut tracer = stdtrace::command(&[
+        "--format",
+        "json",
+        "--stuck",
+        "1s",
+        "--duration",
+        "9s",
+        "--namespace",
+        &namespace,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starting stdtrace");
+    let mut stderr = stdtrace::Lines::new(tracer.stderr.take().expect("stderr"));
+    stderr.wait_for("stdtrace: tracing container", Duration::from_secs(30));
+    let later = StuckContainer::start("later-b", &namespace, "web-1");
+    let output = stdtrace::wait_with_timeout(tracer, Duration::from_secs(60));
+    let stderr = stderr.rest(Duration::from_secs(1)).join("\n");
+    assert!(output.status.success(), "{stderr}");
+    let records = stdtrace::json_lines(&output.stdout);
+    for (container, pod) in [(&first, "web-0"), (&later, "web-1")] {
+        let stuck: Vec<&Value> = records_of(&records, "blocked_write", "stuck")
+            .into_iter()
+            .filter(|record| record["pid"] == container.writer)
+            .collect();
+        assert_eq!(
+            stuck.len(),
+            1,
+            "the stuck writer of {}: {records:?}\n{stderr}",
+            container.name()
+        );
+        assert_eq!(stuck[0]["container"]["id"], container.id.as_str());
+        assert_eq!(stuck[0]["container"]["pod"]["name"], pod);
+    }
+    for other in process_records(&records) {
+        assert_eq!(
+            other["container"]["pod"]["namespace"],
+            namespace.as_str(),
+            "{other}"
+        );
+    }
+}
