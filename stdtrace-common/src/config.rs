@@ -4,6 +4,9 @@
 /// Highest errno (exclusive) the kernel filter can watch.
 pub const MAX_ERRNO: u32 = 256;
 
+/// Deepest cgroup v2 level (the root is level 0) a watched container's cgroup may sit at.
+pub const MAX_CGROUP_LEVEL: u32 = 12;
+
 /// Offsets of the kernel struct members the programs read, in bytes, taken from the running
 /// kernel's BTF by userspace. Nothing about kernel struct layout is compiled into the programs.
 #[repr(C)]
@@ -149,6 +152,11 @@ pub struct TracerConfig {
     pub slow_ns: u64,
     /// Where the kernel structs the programs read keep their members.
     pub kernel: KernelLayout,
+    /// Bit `n` set: processes whose cgroup v2 ancestor at level `n` is in the `CGROUPS` map
+    /// are traced too (`--container`, `--pod`, `--namespace`). 0: no cgroup is watched.
+    pub cgroup_levels: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
 impl TracerConfig {
@@ -222,6 +230,8 @@ impl TracerConfig {
             mm_end_code: 0,
             mm_mmap_base: 0,
         },
+        cgroup_levels: 0,
+        _pad: 0,
     };
 
     /// Watches writes failing with `errno`; returns false (and changes nothing) when `errno` is
@@ -233,11 +243,21 @@ impl TracerConfig {
         self.errno_mask[(errno / 64) as usize] |= 1u64 << (errno % 64);
         true
     }
+
+    /// Watches the cgroups at `level` (1 to [`MAX_CGROUP_LEVEL`]); false (and nothing changed)
+    /// for a level outside that range.
+    pub fn watch_cgroup_level(&mut self, level: u32) -> bool {
+        if level == 0 || level > MAX_CGROUP_LEVEL {
+            return false;
+        }
+        self.cgroup_levels |= 1 << level;
+        true
+    }
 }
 
 const _: () = {
     assert!(core::mem::size_of::<KernelLayout>() == 62 * 4);
-    assert!(core::mem::size_of::<TracerConfig>() == 8 + 32 + 8 + 62 * 4);
+    assert!(core::mem::size_of::<TracerConfig>() == 8 + 32 + 8 + 62 * 4 + 8);
 };
 
 #[cfg(feature = "user")]

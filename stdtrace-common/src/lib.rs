@@ -33,7 +33,7 @@ pub use callsite::{
     FingerprintKey, Fingerprints, FirstReturn, SiteCount, SiteKey,
 };
 pub use capture::{PAGE_SIZE, REGS_COPY_WORDS, STACK_COPY_BYTES, STACK_PAGES, TASK_COMM_LEN};
-pub use config::{KernelLayout, MAX_ERRNO, TracerConfig};
+pub use config::{KernelLayout, MAX_CGROUP_LEVEL, MAX_ERRNO, TracerConfig};
 pub use goroutine::{GoLayout, GoMemory, Goroutine, go_flags};
 pub use image::{ExecutableId, ImageBases};
 pub use lifecycle::{ProcessExec, ProcessExit};

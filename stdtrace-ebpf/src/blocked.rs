@@ -16,9 +16,9 @@ use aya_ebpf::{
 use stdtrace_common::{BLOCKED_SLOTS, BlockedWrite, Goroutine, counter, syscall};
 
 use crate::{
-    config,
+    config, filter,
     kernel::{self, read_fd, user_registers},
-    maps::{BLOCKED, GO_PROCESSES, bump, is_target},
+    maps::{BLOCKED, GO_PROCESSES, bump},
 };
 
 /// The slot of thread `tid`, if it holds a write of that thread.
@@ -52,7 +52,7 @@ pub fn on_switch(ctx: &RawTracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    if tid == 0 || tgid == config::self_tgid() || (config::targets_only() && !is_target(tgid)) {
+    if tid == 0 || tgid == config::self_tgid() || !filter::traced_current(tgid) {
         return;
     }
     let layout = config::layout();

@@ -26,6 +26,12 @@ pub fn targets_only() -> bool {
     read_config!(targets_only) != 0
 }
 
+/// Bit `n`: cgroups at level `n` are watched (see `filter`).
+#[inline(always)]
+pub fn cgroup_levels() -> u32 {
+    read_config!(cgroup_levels)
+}
+
 #[inline(always)]
 pub fn watches_errno(errno: u64) -> bool {
     if errno >= stdtrace_common::MAX_ERRNO as u64 {

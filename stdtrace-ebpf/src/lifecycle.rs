@@ -16,7 +16,7 @@ use aya_ebpf::{
 use stdtrace_common::{ProcessExec, ProcessExit, counter, record_kind};
 
 use crate::{
-    config, kernel,
+    config, filter, kernel,
     maps::{
         EVENTS, EXITS_LOST, GO_PROCESSES, PROCESSES_WITH_ENTRIES, READER_WATCH,
         SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING, TARGETS, bump, is_target,
@@ -50,7 +50,7 @@ pub fn on_fork(ctx: &RawTracePointContext) {
 #[inline(always)]
 pub fn on_exec(_ctx: &RawTracePointContext) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == config::self_tgid() || (config::targets_only() && !is_target(tgid)) {
+    if tgid == config::self_tgid() || !filter::traced_current(tgid) {
         return;
     }
     let image = crate::image::current();
@@ -92,8 +92,10 @@ pub fn on_exit(ctx: &RawTracePointContext) {
     let _ = READER_WATCH.remove(&tgid);
     let _ = GO_PROCESSES.remove(&tgid);
     // Reported for targets, for any process a SIGPIPE was generated for (its fate), and for
-    // any with entries to fold.
-    let was_target = config::targets_only() && TARGETS.remove(&tgid).is_ok();
+    // any with entries to fold. A process traced for its cgroup is not in the target set; it
+    // is still in its cgroup here (`cgroup_exit` comes later in `do_exit`).
+    let was_target =
+        config::targets_only() && (TARGETS.remove(&tgid).is_ok() || filter::in_watched_cgroup());
     let sigpipe = SIGPIPE_PENDING.remove(&tgid).is_ok();
     // SAFETY: the value is copied out at once.
     let tracked = unsafe { PROCESSES_WITH_ENTRIES.get(&tgid) }.copied();

@@ -9,6 +9,7 @@
 mod blocked;
 mod callsite;
 mod config;
+mod filter;
 mod image;
 mod inspect;
 mod kernel;

@@ -17,7 +17,7 @@ use aya_ebpf::{
 use stdtrace_common::{SigpipeRecord, counter, record_kind, syscall};
 
 use crate::{
-    config,
+    config, filter,
     kernel::{self, user_register, user_registers},
     maps::{
         EVENTS, SCRATCH, SCRATCH_SIGNAL, SIGPIPE_COUNTS, SIGPIPE_DELIVERY_WANTED, SIGPIPE_PENDING,
@@ -129,7 +129,14 @@ pub fn on_generate(ctx: &RawTracePointContext) {
         };
         (tgid, tid, false, -1)
     };
-    if tgid == config::self_tgid() || (config::targets_only() && !is_target(tgid)) {
+    // The cgroup filter sees the current task's cgroup: a SIGPIPE sent to another process
+    // (kill -PIPE) is traced only for a target.
+    let traced = if task == kernel::current_task() {
+        filter::traced_current(tgid)
+    } else {
+        !config::targets_only() || is_target(tgid)
+    };
+    if tgid == config::self_tgid() || !traced {
         return;
     }
     if from_write {
@@ -204,7 +211,7 @@ pub fn on_deliver(ctx: &RawTracePointContext) {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == config::self_tgid() || (config::targets_only() && !is_target(tgid)) {
+    if tgid == config::self_tgid() || !filter::traced_current(tgid) {
         return;
     }
     // One delivery per SIGPIPE record sent: a handler that runs a million times is told once.

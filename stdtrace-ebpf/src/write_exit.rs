@@ -33,11 +33,9 @@ use stdtrace_common::{
 };
 
 use crate::{
-    blocked, callsite, config, image,
+    blocked, callsite, config, filter, image,
     kernel::{self, read_fd, user_register, user_registers},
-    maps::{
-        EVENTS, GO_PROCESSES, SCRATCH, SCRATCH_WRITE_EXIT, SIGPIPE_WRITER, bump, is_target, tally,
-    },
+    maps::{EVENTS, GO_PROCESSES, SCRATCH, SCRATCH_WRITE_EXIT, SIGPIPE_WRITER, bump, tally},
     parked,
 };
 
@@ -163,7 +161,7 @@ fn report_failure(syscall: u32, ret: i64, pid_tgid: u64) {
     if tgid == config::self_tgid() {
         return;
     }
-    if config::targets_only() && !is_target(tgid) {
+    if !filter::traced_current(tgid) {
         return;
     }
     bump(counter::MATCHED);

@@ -17,7 +17,9 @@ pub use self::{
     record::{RecordArgs, parse_size},
     report::{ReportArgs, TimeBound, parse_time_bound},
 };
-use crate::{errno, kernel::loader::Hook, report::recording::Sink};
+use crate::{
+    enrich::container::select::Selector, errno, kernel::loader::Hook, report::recording::Sink,
+};
 
 /// Why is this process stuck (or dying) while writing its output?
 ///
@@ -97,6 +99,23 @@ pub struct TraceArgs {
         conflicts_with = "command"
     )]
     pub pids: Vec<u32>,
+
+    /// Trace the processes of this container: a full id, a unique id prefix, the runtime's
+    /// name for it, or its name in its pod. Repeat for more. Filtered in the kernel on the
+    /// container's cgroup v2, so a process that enters it later (`podman exec`, `kubectl
+    /// exec`) is traced from its first write. With --pid or a command: those are traced too.
+    #[arg(long = "container", value_name = "ID|NAME", value_parser = non_empty)]
+    pub containers: Vec<String>,
+
+    /// Trace the containers of this Kubernetes pod (from the runtime's `io.kubernetes.*`
+    /// annotations); containers of it that start later are added within 2 seconds. Repeat
+    /// for more.
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME", value_parser = Selector::pod)]
+    pub pods: Vec<Selector>,
+
+    /// Trace the containers of every pod in this Kubernetes namespace, as --pod does.
+    #[arg(long = "namespace", value_name = "NS", value_parser = non_empty)]
+    pub namespaces: Vec<String>,
 
     /// How to report: `text` for people, `json` for machines (JSON Lines on stdout).
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -199,6 +218,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// `--container`, `--pod` and `--namespace` as one list (a union).
+pub fn selectors(
+    containers: Vec<String>,
+    pods: Vec<Selector>,
+    namespaces: Vec<String>,
+) -> Vec<Selector> {
+    containers
+        .into_iter()
+        .map(Selector::Container)
+        .chain(pods)
+        .chain(namespaces.into_iter().map(Selector::Namespace))
+        .collect()
+}
+
+/// A container id, name or namespace: not empty (an empty id prefix would match them all).
+pub fn non_empty(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Err("an empty name matches nothing".to_owned()),
+        text => Ok(text.to_owned()),
+    }
+}
+
 /// Parses `EAGAIN,EPIPE,28`.
 pub fn parse_errno_list(text: &str) -> Result<ErrnoList, String> {
     let mut list = Vec::new();
@@ -236,6 +277,9 @@ pub enum Mode {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub mode: Mode,
+    /// `--container`, `--pod`, `--namespace`: containers traced besides `mode`'s processes
+    /// (alone: instead of every process).
+    pub containers: Vec<Selector>,
     pub format: Format,
     pub duration: Option<Duration>,
     pub quiet: bool,
@@ -320,8 +364,10 @@ impl Config {
             ColorChoice::Never => false,
             ColorChoice::Auto => stdout_is_terminal && !no_color,
         };
+        let containers = selectors(cli.containers, cli.pods, cli.namespaces);
         Ok(Config {
             mode,
+            containers,
             format: cli.format,
             duration: cli.duration,
             quiet: cli.quiet,
@@ -548,6 +594,64 @@ mod tests {
         assert!(err.to_string().contains("'--format'"), "{err}");
         // Options of trace and a subcommand do not mix.
         assert!(parse(&["--pid", "1", "report", "x"]).is_err());
+    }
+
+    #[test]
+    fn container_selectors_add_to_pids_and_commands() {
+        let own = std::process::id().to_string();
+        let config = Config::from_trace(
+            cli(&[
+                "--pid",
+                &own,
+                "--container",
+                "web-1",
+                "--pod",
+                "prod/web-0",
+                "--namespace",
+                "dev",
+                "--container",
+                "3f2a",
+            ])
+            .unwrap(),
+            None,
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            config.mode,
+            Mode::Attach {
+                pids: vec![std::process::id()]
+            }
+        );
+        assert_eq!(
+            config.containers,
+            vec![
+                Selector::Container("web-1".into()),
+                Selector::Container("3f2a".into()),
+                Selector::pod("prod/web-0").unwrap(),
+                Selector::Namespace("dev".into()),
+            ]
+        );
+        // With a command too: they are not exclusive.
+        assert!(cli(&["--container", "web-1", "--", "true"]).is_ok());
+        for bad in [
+            &["--pod", "web-0"][..],
+            &["--pod", "prod/"],
+            &["--container", ""],
+            &["--namespace", " "],
+        ] {
+            assert!(cli(bad).is_err(), "{bad:?}");
+        }
+        let report = match parse(&["report", "x", "--pod", "prod/web-0", "--container", "a"])
+            .unwrap()
+            .subcommand
+        {
+            Some(Subcommand::Report(report)) => report,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(report.containers, vec!["a"]);
+        assert_eq!(report.pods, vec![Selector::pod("prod/web-0").unwrap()]);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 #[path = "containers/containerd.rs"]
 mod containerd;
+#[path = "containers/filters.rs"]
+mod filters;
 #[path = "containers/in_container.rs"]
 mod in_container;
 #[path = "containers/pty.rs"]
@@ -118,70 +120,111 @@ pub fn records_of<'a>(records: &'a [Value], kind: &str, state: &str) -> Vec<&'a 
         .collect()
 }
 
+/// A container started with the three `io.kubernetes.*` annotations, writing to stdout in a
+/// loop, with its conmon stopped (so that the writer is stuck on a full pipe): everything the
+/// tests assert on.
+pub struct StuckContainer {
+    container: TestContainer,
+    pub id: String,
+    pub writer: u64,
+    pub conmon: i32,
+    pub log_path: String,
+}
+
+impl StuckContainer {
+    pub fn name(&self) -> &str {
+        &self.container.name
+    }
+
+    /// Starts it under a name unique to this test process and `tag`, in pod `namespace/pod`
+    /// (container `app`), and waits until its writer is stuck.
+    pub fn start(tag: &str, namespace: &str, pod: &str) -> Self {
+        ensure_image();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or_default();
+        let mut container = TestContainer {
+            name: format!("stdtrace-{tag}-{}-{nanos:x}", std::process::id()),
+            stopped_conmon: None,
+        };
+        let line = "a".repeat(100);
+        let script = format!("while :; do echo {line}; done");
+        let pod_name = format!("io.kubernetes.pod.name={pod}");
+        let pod_namespace = format!("io.kubernetes.pod.namespace={namespace}");
+        let id = podman(&[
+            "--runtime",
+            RUNC,
+            "run",
+            "-d",
+            // The writer needs no network (and a machine set up without recommends may have no
+            // network stack for podman).
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--annotation",
+            &pod_name,
+            "--annotation",
+            &pod_namespace,
+            "--annotation",
+            "io.kubernetes.container.name=app",
+            "--name",
+            &container.name,
+            IMAGE,
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert_eq!(id.len(), 64, "container id: {id}");
+        let pids = podman(&[
+            "inspect",
+            "--format",
+            "{{.State.Pid}} {{.State.ConmonPid}} {{.HostConfig.LogConfig.Path}}",
+            &container.name,
+        ]);
+        let mut fields = pids.split_whitespace();
+        let writer: u64 = fields
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .expect("writer pid");
+        let conmon: i32 = fields
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .expect("conmon pid");
+        let log_path = fields.next().expect("log path").to_owned();
+        // Stop the runtime's log reader (not the traced writer): the writer's pipe fills.
+        // SAFETY: signalling the conmon of the container this test started.
+        assert_eq!(unsafe { libc::kill(conmon, libc::SIGSTOP) }, 0);
+        container.stopped_conmon = Some(conmon);
+        std::thread::sleep(Duration::from_millis(1500));
+        Self {
+            container,
+            id,
+            writer,
+            conmon,
+            log_path,
+        }
+    }
+}
+
 #[test]
 fn podman_writer_stuck_on_its_stopped_conmon() {
     if !can_run_podman(&[]) {
         return;
     }
-    ensure_image();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.subsec_nanos())
-        .unwrap_or_default();
-    let mut container = TestContainer {
-        name: format!("stdtrace-test-{}-{nanos:x}", std::process::id()),
-        stopped_conmon: None,
-    };
-    let line = "a".repeat(100);
-    let script = format!("while :; do echo {line}; done");
-    let id = podman(&[
-        "--runtime",
-        RUNC,
-        "run",
-        "-d",
-        // The writer needs no network (and a machine set up without recommends may have no
-        // network stack for podman).
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--annotation",
-        "io.kubernetes.pod.name=web-0",
-        "--annotation",
-        "io.kubernetes.pod.namespace=prod",
-        "--annotation",
-        "io.kubernetes.container.name=app",
-        "--name",
-        &container.name,
-        IMAGE,
-        "sh",
-        "-c",
-        &script,
-    ]);
-    assert_eq!(id.len(), 64, "container id: {id}");
-    let pids = podman(&[
-        "inspect",
-        "--format",
-        "{{.State.Pid}} {{.State.ConmonPid}} {{.HostConfig.LogConfig.Path}}",
-        &container.name,
-    ]);
-    let mut fields = pids.split_whitespace();
-    let writer: u64 = fields
-        .next()
-        .and_then(|pid| pid.parse().ok())
-        .expect("writer pid");
-    let conmon: i32 = fields
-        .next()
-        .and_then(|pid| pid.parse().ok())
-        .expect("conmon pid");
-    let log_path = fields.next().expect("log path").to_owned();
-    // Stop the runtime's log reader (not the traced writer): the writer's pipe fills.
-    // SAFETY: signalling the conmon of the container this test started.
-    assert_eq!(unsafe { libc::kill(conmon, libc::SIGSTOP) }, 0);
-    container.stopped_conmon = Some(conmon);
-    std::thread::sleep(Duration::from_millis(1500));
+    let stuck_container = StuckContainer::start("test", "prod", "web-0");
+    let StuckContainer {
+        id,
+        writer,
+        conmon,
+        log_path,
+        ..
+    } = &stuck_container;
+    let (id, writer, conmon, log_path) = (id.clone(), *writer, *conmon, log_path.clone());
+    let container_name = stuck_container.name().to_owned();
 
     let output = stdtrace::run(&["--format", "json", "--stuck", "1s", "--duration", "5s"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -199,7 +242,7 @@ fn podman_writer_stuck_on_its_stopped_conmon() {
     let found = &stuck["container"];
     assert_eq!(found["id"], id, "{stuck}");
     assert_eq!(found["runtime"], "podman", "{stuck}");
-    assert_eq!(found["name"], container.name.as_str(), "{stuck}");
+    assert_eq!(found["name"], container_name.as_str(), "{stuck}");
     assert_eq!(found["image"], format!("{IMAGE}:latest"), "{stuck}");
     assert_eq!(found["pod"]["name"], "web-0", "{stuck}");
     assert_eq!(found["pod"]["namespace"], "prod", "{stuck}");

@@ -16,7 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::report::record::{BlockedState, Errno, Name, RecordType, RepeatReport, WriteReport};
+use crate::report::record::{
+    BlockedState, Container, Errno, Name, RecordType, RepeatReport, WriteReport,
+};
 
 /// How often text says again how often something repeated.
 pub const REPEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -101,6 +103,8 @@ struct Entry {
     /// Of all occurrences, how many text has said.
     printed: u64,
     last_print: Instant,
+    /// The process's container, from its reports (or the kernel's counts, looked up).
+    container: Option<Container>,
 }
 
 impl Entry {
@@ -275,7 +279,11 @@ impl Repeats {
                 processes: 0,
                 printed: 0,
                 last_print: Instant::now() - REPEAT_INTERVAL,
+                container: None,
             });
+            if entry.container.is_none() {
+                entry.container = report.container.clone();
+            }
             if entry.note_process(report.pid) {
                 self.by_pid
                     .entry(report.pid)
@@ -325,6 +333,7 @@ impl Repeats {
                     count: entry.told(),
                     first_ts_ns,
                     last_ts_ns: entry.kernel.last_ns.max(entry.folded.last_ns),
+                    container: entry.container.clone(),
                 })
             })
             .collect();
@@ -384,6 +393,7 @@ fn new_entry(
         processes: 0,
         printed: 0,
         last_print,
+        container: report.container.clone(),
     }
 }
 
@@ -469,6 +479,7 @@ mod tests {
         let kernel = |pid: u32, count: u64| RepeatReport {
             record_type: RecordType::Repeats,
             node: crate::report::record::Node::here(),
+            container: None,
             pid,
             processes: 1,
             comm: "writer".into(),

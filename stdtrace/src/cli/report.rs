@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{ColorChoice, Format, parse_duration};
+use crate::enrich::container::select::Selector;
 
 /// `stdtrace report FILE...`
 #[derive(Debug, clap::Args)]
@@ -18,6 +19,19 @@ pub struct ReportArgs {
     /// Only records of processes with this command name; repeat for more.
     #[arg(long = "comm", value_name = "COMM")]
     pub comms: Vec<String>,
+
+    /// Only records of processes in this container (by its recorded `container`: a full id,
+    /// an id prefix, the runtime's name, or its name in its pod); repeat for more.
+    #[arg(long = "container", value_name = "ID|NAME", value_parser = super::non_empty)]
+    pub containers: Vec<String>,
+
+    /// Only records of processes in this Kubernetes pod's containers; repeat for more.
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME", value_parser = Selector::pod)]
+    pub pods: Vec<Selector>,
+
+    /// Only records of processes in pods of this Kubernetes namespace; repeat for more.
+    #[arg(long = "namespace", value_name = "NS", value_parser = super::non_empty)]
+    pub namespaces: Vec<String>,
 
     /// Only records of these types: `write_error`, `blocked_write`, `repeats`, `sigpipe`
     /// (comma-separated, or repeated).

@@ -106,6 +106,12 @@ impl Capture {
         }
     }
 
+    /// The container stage this capture names containers with (`--container` resolves names
+    /// through it too, so both share one cache).
+    pub fn containers_mut(&mut self) -> &mut Containers {
+        &mut self.containers
+    }
+
     /// Reads the memory map of a process about to be traced and opens its objects, so that its
     /// stacks can be named even if it exits (or deletes its binary) right after.
     pub fn track(&mut self, pid: u32) {

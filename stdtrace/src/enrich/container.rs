@@ -13,6 +13,7 @@
 //! that hold the other end of a container's stdio.
 
 pub mod role;
+pub mod select;
 pub mod state;
 
 use std::{
@@ -165,6 +166,14 @@ impl Containers {
             }
             current = parent;
         }
+    }
+
+    /// Which runtimes' state directories are read, for messages.
+    pub fn state_looked_at(&self) -> String {
+        state::looked_at(&state::StateDirs {
+            root: self.root.root(),
+            containerd_tasks: &self.containerd_tasks,
+        })
     }
 
     /// A container by id, as far as the cache knows it (live or recently deleted).

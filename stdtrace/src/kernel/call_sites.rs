@@ -212,6 +212,7 @@ impl CallPaths {
                 count,
                 first_ts_ns: first,
                 last_ts_ns: last,
+                container: None,
             });
         }
         // The kernel's entries of exited processes go; their counts are folded into totals.

@@ -314,6 +314,21 @@ impl Tracer {
         targets.insert(tgid, 1, 0).map_err(map_error)
     }
 
+    /// Traces every process in the cgroup v2 with this id (a directory's inode number under
+    /// the cgroup2 mount) or below it; its level must be one the configuration watches.
+    pub fn watch_cgroup(&mut self, id: u64) -> Result<(), LoadError> {
+        let map_error = |source| LoadError::Map {
+            map: "CGROUPS",
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut("CGROUPS")
+            .ok_or(LoadError::MissingMap("CGROUPS"))?;
+        let mut cgroups: HashMap<_, u64, u32> = HashMap::try_from(map).map_err(map_error)?;
+        cgroups.insert(id, 1, 0).map_err(map_error)
+    }
+
     /// Takes the ring buffer the programs send records through.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
         let map = self

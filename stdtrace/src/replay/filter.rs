@@ -1,11 +1,13 @@
-//! `report`'s filters: `--pid`, `--comm`, `--type`, `--since`, `--until` (`--story` keeps one
-//! pid).
+//! `report`'s filters: `--pid`, `--comm`, `--container`, `--pod`, `--namespace`, `--type`,
+//! `--since`, `--until` (`--story` keeps one pid). Different filters intersect; repeats of one
+//! (and the container filters among themselves) are a union.
 
 use anyhow::{Result, bail};
 
 use super::input::Item;
 use crate::{
     cli::{ReportArgs, TimeBound},
+    enrich::container::select::{self, Selector},
     report::recording::read::Record,
 };
 
@@ -16,6 +18,8 @@ pub struct Filter {
     pids: Vec<u32>,
     comms: Vec<String>,
     types: Vec<String>,
+    /// `--container`, `--pod`, `--namespace`: matched against the records' `container`.
+    containers: Vec<Selector>,
     /// Wall-clock nanoseconds since the epoch.
     since: Option<i128>,
     until: Option<i128>,
@@ -35,6 +39,11 @@ impl Filter {
             pids,
             comms: args.comms.clone(),
             types: args.types.clone(),
+            containers: crate::cli::selectors(
+                args.containers.clone(),
+                args.pods.clone(),
+                args.namespaces.clone(),
+            ),
             since: args.since.as_ref().map(|bound| resolve(bound, end)),
             until: args.until.as_ref().map(|bound| resolve(bound, end)),
         })
@@ -42,16 +51,34 @@ impl Filter {
 
     /// Whether a record is shown (headers and summaries are kept for what they tell).
     pub fn keeps(&self, item: &Item) -> bool {
-        let (record_type, pid, comm) = match &item.record {
+        let (record_type, pid, comm, container) = match &item.record {
             Record::Header(_) | Record::Summary(_) => return true,
-            Record::Write(report) => (report.record_type.name(), report.pid, &report.comm),
-            Record::Repeats(report) => ("repeats", report.pid, &report.comm),
-            Record::Sigpipe(report) => ("sigpipe", report.pid, &report.comm),
+            Record::Write(report) => (
+                report.record_type.name(),
+                report.pid,
+                &report.comm,
+                report.container.as_ref(),
+            ),
+            Record::Repeats(report) => (
+                "repeats",
+                report.pid,
+                &report.comm,
+                report.container.as_ref(),
+            ),
+            Record::Sigpipe(report) => (
+                "sigpipe",
+                report.pid,
+                &report.comm,
+                report.container.as_ref(),
+            ),
         };
+        let in_container = self.containers.is_empty()
+            || container.is_some_and(|container| select::any_matches(&self.containers, container));
         let wall = wall_ns(item).unwrap_or(0);
         (self.pids.is_empty() || self.pids.contains(&pid))
             && (self.comms.is_empty() || self.comms.contains(comm))
             && (self.types.is_empty() || self.types.iter().any(|t| t == record_type))
+            && in_container
             && self.since.is_none_or(|since| wall >= since)
             && self.until.is_none_or(|until| wall <= until)
     }
@@ -115,6 +142,52 @@ mod tests {
     }
 
     #[test]
+    fn containers_and_pods_match_the_recorded_container() {
+        let mut inside = write_at(1, 1_000_000_000);
+        if let Record::Write(report) = &mut inside.record {
+            report.container = Some(crate::report::record::Container {
+                id: "3f2a".repeat(16),
+                name: Some("web-1".into()),
+                pod: crate::report::record::Pod {
+                    name: Some("web-0".into()),
+                    namespace: Some("prod".into()),
+                    uid: None,
+                },
+                ..Default::default()
+            });
+        }
+        let items = vec![inside, write_at(2, 2_000_000_000)];
+        let keeps = |args: &[&str]| {
+            let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(
+                ["stdtrace", "report", "x"].iter().chain(args),
+            )
+            .unwrap();
+            let Some(crate::cli::Subcommand::Report(report)) = cli.subcommand else {
+                panic!("report");
+            };
+            let filter = Filter::new(&report, &items).unwrap();
+            items
+                .iter()
+                .map(|item| filter.keeps(item))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keeps(&["--container", "web-1"]), [true, false]);
+        assert_eq!(keeps(&["--container", "3f2a3f"]), [true, false]);
+        assert_eq!(keeps(&["--pod", "prod/web-0"]), [true, false]);
+        assert_eq!(keeps(&["--pod", "prod/web-1"]), [false, false]);
+        assert_eq!(keeps(&["--namespace", "prod"]), [true, false]);
+        // A union among themselves, an intersection with --pid.
+        assert_eq!(
+            keeps(&["--pod", "prod/web-1", "--container", "web-1"]),
+            [true, false]
+        );
+        assert_eq!(
+            keeps(&["--container", "web-1", "--pid", "2"]),
+            [false, false]
+        );
+    }
+
+    #[test]
     fn pid_type_and_time_bounds() {
         let items = vec![write_at(1, 1_000_000_000), write_at(2, 9_000_000_000)];
         let filter = |args: &[&str]| {
@@ -141,6 +214,8 @@ mod tests {
         assert_eq!(filter(&["--since", "5s"]), [false, true]);
         assert_eq!(filter(&["--until", "5s"]), [true, false]);
         assert_eq!(filter(&["--since", "1970-01-01T00:00:02Z"]), [false, true]);
+        // Neither sample runs in a container.
+        assert_eq!(filter(&["--container", "web-1"]), [false, false]);
         assert_eq!(
             resolve(&TimeBound::BeforeEnd(Duration::from_secs(1)), 5_000_000_000),
             4_000_000_000

@@ -170,6 +170,7 @@ fn counted<'a>(items: impl Iterator<Item = &'a Item>) -> Summary {
             errno,
             syscall: syscall.into(),
             failures,
+            container: None,
         })
         .collect();
     summary.sigpipes = sigpipes
@@ -249,6 +250,7 @@ mod tests {
             count: 10,
             first_ts_ns: 2,
             last_ts_ns: 1_000_000_001,
+            container: None,
         };
         let mut later = repeats.clone();
         later.count = 40;

@@ -222,6 +222,9 @@ pub struct Total {
     pub syscall: Name,
     /// How many writes failed this way: exact, counted in the kernel.
     pub failures: u64,
+    /// The container the process runs in, as captured at its events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
 }
 
 /// A write still stuck when tracing stopped.
@@ -411,6 +414,9 @@ pub struct RepeatReport {
     pub count: u64,
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
+    /// The container the process runs in, as captured at its reported write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
 }
 
 fn one() -> u64 {

@@ -7,7 +7,10 @@
 //! [`RESCAN_EVERY_FOLDS`] folds anyway, the processes the maps and tables know are checked
 //! against `/proc`, which finds the exits that were not told.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+};
 
 use stdtrace_common::counter;
 
@@ -22,7 +25,7 @@ use crate::{
         call_sites::CallPaths, loader::Tracer, parked::ParkedGoroutines,
         process_entries::FailureCounts,
     },
-    report::record::{BinaryTotal, TrackedProcesses},
+    report::record::{BinaryTotal, Container, TrackedProcesses},
 };
 
 const EPIPE: u32 = 32;
@@ -73,6 +76,7 @@ impl Folding {
         call_paths: Option<&mut CallPaths>,
         parked: Option<&mut ParkedGoroutines>,
         reporter: &Reporter,
+        containers: &HashMap<u32, Arc<Container>>,
     ) -> Vec<u32> {
         self.folds += 1;
         let gone = self.rescan_if_needed(tracer, call_paths.as_deref());
@@ -88,8 +92,14 @@ impl Folding {
                     .unwrap_or_else(|| "?".to_owned())
             });
             failures = counted.folded;
-            if !counted.changed.is_empty() {
-                reporter.send(ToReporter::Repeats(counted.changed));
+            let mut changed = counted.changed;
+            for repeats in &mut changed {
+                repeats.container = containers
+                    .get(&repeats.pid)
+                    .map(|container| Container::clone(container));
+            }
+            if !changed.is_empty() {
+                reporter.send(ToReporter::Repeats(changed));
             }
         }
         if pids.is_empty() {
@@ -174,6 +184,17 @@ impl Folding {
             }
         }
         gone
+    }
+
+    /// Keeps in `by_pid` only processes live, exiting, or among the exited ones the summary
+    /// still lists.
+    pub fn retain_listed<T>(&self, by_pid: &mut HashMap<u32, T>) {
+        let recent: HashSet<u32> = self.recent.iter().map(|(pid, _, _)| *pid).collect();
+        by_pid.retain(|pid, _| {
+            self.processes.get(*pid).is_some()
+                || self.exiting.contains_key(pid)
+                || recent.contains(pid)
+        });
     }
 
     /// The totals of the recently exited processes the summary still lists.

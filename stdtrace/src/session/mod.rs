@@ -1,6 +1,7 @@
 //! One tracing run: check privileges, read BTF, load and attach the programs, launch or attach
 //! to the targets, report events as they come, and end with a summary.
 
+mod containers;
 mod exits;
 mod folding;
 pub mod launch;
@@ -9,6 +10,7 @@ pub mod reporter;
 pub mod summary;
 
 use std::{
+    collections::HashMap,
     io::{self, Write},
     sync::{
         Arc,
@@ -26,6 +28,7 @@ use tokio::{
 };
 
 use self::{
+    containers::{ContainerWatch, RESCAN_EVERY},
     exits::watch_exit,
     launch::{ExitStatus, HeldChild},
     pipeline::Session,
@@ -72,7 +75,22 @@ pub async fn run(config: Config) -> Result<i32> {
 
     let mut tracer_config = TracerConfig::INERT;
     tracer_config.self_tgid = std::process::id();
-    tracer_config.targets_only = u32::from(config.mode != Mode::NodeWide);
+    // --container/--pod/--namespace add to what --pid or a launched command traces (a
+    // union); alone, they narrow a node-wide run to those containers.
+    tracer_config.targets_only =
+        u32::from(config.mode != Mode::NodeWide || !config.containers.is_empty());
+    let mut capture = Capture::new();
+    let mut container_watch = None;
+    let mut watched_containers = Vec::new();
+    if !config.containers.is_empty() {
+        let (watch, chosen) = ContainerWatch::find(
+            &config.containers,
+            capture.containers_mut(),
+            &mut tracer_config,
+        )?;
+        container_watch = Some(watch);
+        watched_containers = chosen;
+    }
     tracer_config.kernel = layout;
     for &number in &config.errnos {
         tracer_config.watch_errno(number);
@@ -85,6 +103,11 @@ pub async fn run(config: Config) -> Result<i32> {
             log::warn!("ptys' fill will not be known: reading the tty structs from BTF: {err}")
         }
     }
+    ContainerWatch::watch(&mut tracer, &watched_containers)?;
+    let container_pids: Vec<u32> = watched_containers
+        .iter()
+        .flat_map(|found| found.pids.iter().copied())
+        .collect();
 
     // Targets go in before anything is attached; a launched command is held until then.
     let mut go = GoTracker::new(match tracer.take_go_processes() {
@@ -139,13 +162,15 @@ pub async fn run(config: Config) -> Result<i32> {
     };
     tracer.attach()?;
     let events = tracer.take_events()?;
-    let mut capture = Capture::new();
     // Who reads what the targets write: its exit (or close) is remembered for the EPIPE story.
     match &config.mode {
         // The command inherits stdtrace's own fds.
         Mode::Launch { .. } => capture.watch_readers_of(&[std::process::id()], &mut tracer),
         Mode::Attach { pids } => capture.watch_readers_of(pids, &mut tracer),
         Mode::NodeWide => {}
+    }
+    if !container_pids.is_empty() {
+        capture.watch_readers_of(&container_pids, &mut tracer);
     }
     match &config.mode {
         Mode::Attach { pids } => {
@@ -155,17 +180,22 @@ pub async fn run(config: Config) -> Result<i32> {
             }
         }
         // Go processes that already run are found over the first ticks.
-        Mode::NodeWide => go.sweep_existing(),
-        Mode::Launch { .. } => {}
+        Mode::NodeWide if config.containers.is_empty() => go.sweep_existing(),
+        Mode::NodeWide | Mode::Launch { .. } => {}
+    }
+    for &pid in &container_pids {
+        capture.track(pid);
+        go.process(pid);
     }
     // Writers already blocked when tracing starts: the scheduler program never saw them go to
     // sleep, so they are looked for now.
     if let Some(slots) = &mut blocked {
-        let existing: Vec<u32> = match &config.mode {
+        let mut existing: Vec<u32> = match &config.mode {
             Mode::Attach { pids } => pids.clone(),
-            Mode::NodeWide => status::all_processes(),
-            Mode::Launch { .. } => Vec::new(),
+            Mode::NodeWide if config.containers.is_empty() => status::all_processes(),
+            Mode::NodeWide | Mode::Launch { .. } => Vec::new(),
         };
+        existing.extend(container_pids.iter().copied());
         let own = std::process::id();
         let found: usize = existing
             .into_iter()
@@ -181,7 +211,11 @@ pub async fn run(config: Config) -> Result<i32> {
     let output_stats = Arc::new(OutputStats::default());
     let (output, reopen, output_end) = make_output(&config, &output_stats)?;
     let started = Instant::now();
-    announce(&config, held.as_ref().map(HeldChild::pid));
+    announce(
+        &config,
+        held.as_ref().map(HeldChild::pid),
+        &watched_containers,
+    );
 
     let mut command_exit = None;
     let mut launched_pid = None;
@@ -215,6 +249,7 @@ pub async fn run(config: Config) -> Result<i32> {
         mmap_watch,
         regs_layout,
         folding: folding::Folding::new(),
+        containers: HashMap::new(),
     };
     if reopen.is_some() {
         // A file that rotates before the first second is over ends with this one.
@@ -283,6 +318,13 @@ pub async fn run(config: Config) -> Result<i32> {
                         summary_so_far(&mut session, started);
                     }
                 }
+                if let Some(watch) = container_watch.as_mut()
+                    && session
+                        .ticks
+                        .is_multiple_of(RESCAN_EVERY.as_millis() as u64 / TICK.as_millis() as u64)
+                {
+                    session.watch_new_containers(watch);
+                }
                 session.report_stuck();
                 session.report_parked();
                 session.go.tick();
@@ -306,13 +348,14 @@ pub async fn run(config: Config) -> Result<i32> {
 
     session.report_repeats();
     let still_stuck = session.still_stuck();
-    let ending = Ending::read(
+    let mut ending = Ending::read(
         &session.tracer,
         session.call_paths.as_ref(),
         still_stuck,
         &session.folding,
         (stop, elapsed, launched_pid.zip(command_status)),
     )?;
+    ending.containers = std::mem::take(&mut session.containers);
     session.reporter.finish(ending);
 
     Ok(match (launched_pid, command_status, stop) {
@@ -334,9 +377,12 @@ fn summary_so_far(session: &mut Session, started: Instant) {
         (Stop::StillTracing, started.elapsed(), None),
     );
     match so_far {
-        Ok(ending) => session
-            .reporter
-            .send(ToReporter::Progress(Box::new(ending))),
+        Ok(mut ending) => {
+            ending.containers = session.containers.clone();
+            session
+                .reporter
+                .send(ToReporter::Progress(Box::new(ending)));
+        }
         Err(err) => log::debug!("reading the summary so far: {err}"),
     }
 }
@@ -350,8 +396,12 @@ async fn optional<F: std::future::Future>(future: Option<F>) -> F::Output {
 }
 
 /// Tells the user, on stderr, what is being traced (tests wait for this line too).
-fn announce(config: &Config, launched: Option<u32>) {
-    let what = match (&config.mode, launched) {
+fn announce(
+    config: &Config,
+    launched: Option<u32>,
+    containers: &[crate::enrich::container::select::RunningContainer],
+) {
+    let mut what = match (&config.mode, launched) {
         (Mode::Launch { argv, .. }, Some(pid)) => format!(
             "tracing pid {pid} ({}) and its children",
             argv.first()
@@ -365,8 +415,33 @@ fn announce(config: &Config, launched: Option<u32>) {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        _ if !config.containers.is_empty() => String::new(),
         _ => "tracing every process on this host".to_owned(),
     };
+    if !config.containers.is_empty() {
+        let named: Vec<String> = containers
+            .iter()
+            .map(|found| {
+                let container = &found.container;
+                let mut shown = container
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| container.id.chars().take(12).collect());
+                if let (Some(namespace), Some(pod)) =
+                    (&container.pod.namespace, &container.pod.name)
+                {
+                    shown.push_str(&format!(" (pod {namespace}/{pod})"));
+                }
+                shown
+            })
+            .collect();
+        let containers = format!("tracing container {}", named.join(", "));
+        what = if what.is_empty() {
+            containers
+        } else {
+            format!("{what}, and {containers}")
+        };
+    }
     let errnos: Vec<String> = config.errnos.iter().map(|&n| errno::name(n)).collect();
     eprintln!(
         "stdtrace: {what}: writes failing with {}",

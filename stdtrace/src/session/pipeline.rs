@@ -2,6 +2,8 @@
 //! and handing batches to the reporter; each tick, the stuck writes, parked goroutines and
 //! repeat counts the kernel keeps.
 
+use std::{collections::HashMap, sync::Arc};
+
 use aya::maps::{MapData, RingBuf};
 
 use super::{
@@ -22,6 +24,7 @@ use crate::{
         parked::ParkedGoroutines,
     },
     process::perf_mmap::MmapWatch,
+    report::record::Container,
 };
 
 /// Records read from the ring buffer per wake-up, at most.
@@ -50,6 +53,10 @@ pub struct Session {
     pub regs_layout: RegsLayout,
     /// Live processes and their binaries; exited ones folded into their binaries' totals.
     pub folding: Folding,
+    /// The container of every process seen in one, as captured at its events: for the
+    /// kernel's repeat counts and the summary's totals, told after the process may be gone.
+    /// Kept for live processes and those the summary still lists.
+    pub containers: HashMap<u32, Arc<Container>>,
 }
 
 impl Session {
@@ -180,7 +187,10 @@ impl Session {
             self.call_paths.as_mut(),
             self.parked.as_mut(),
             &self.reporter,
+            &self.containers,
         );
+        // Only live processes' and those the summary still lists keep their container.
+        self.folding.retain_listed(&mut self.containers);
         for pid in gone {
             self.capture.process_exited(pid);
             self.go.process_exited(pid);
@@ -200,6 +210,11 @@ impl Session {
         // been read for a while since): every mapping made before these writes is in them.
         self.drain_mappings();
         let captured = self.capture.capture(batch, &mut self.go, &mut self.tracer);
+        for write in &captured {
+            if let Some(container) = &write.container {
+                self.containers.insert(write.event.pid, container.clone());
+            }
+        }
         self.reporter.send(ToReporter::Writes(captured));
     }
 
@@ -221,6 +236,27 @@ impl Session {
 
     /// Reports writes blocked for at least the stuck threshold that have not returned, once
     /// each, while they are still stuck.
+    /// Containers that started since and match `--container`/`--pod`/`--namespace`: traced
+    /// from now on, their writes already blocked adopted, their readers watched.
+    pub fn watch_new_containers(&mut self, watch: &mut super::containers::ContainerWatch) {
+        let added = watch.rescan(&mut self.capture, &mut self.tracer);
+        let pids: Vec<u32> = added
+            .iter()
+            .flat_map(|found| found.pids.iter().copied())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        self.capture.watch_readers_of(&pids, &mut self.tracer);
+        for &pid in &pids {
+            self.capture.track(pid);
+            self.go.process(pid);
+            if let Some(slots) = &mut self.blocked {
+                blocked::adopt_blocked_threads(slots, pid, &mut self.tracer, &mut self.go);
+            }
+        }
+    }
+
     pub fn report_stuck(&mut self) {
         let Some(slots) = &self.blocked else {
             return;

@@ -359,6 +359,7 @@ mod tests {
             tracked: Default::default(),
             map_entries: Default::default(),
             call_sites_full: 0,
+            containers: HashMap::new(),
         }
     }
 

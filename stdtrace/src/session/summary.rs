@@ -5,7 +5,7 @@
 //! told (reports, blocked writes, folded repeats, SIGPIPE stories) is known to the reporter
 //! ([`Told`]). [`build`] puts them together.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use stdtrace_common::{FailureKey, counter};
 
@@ -18,8 +18,8 @@ use crate::{
     kernel::{call_sites::CallPaths, loader::Tracer},
     process::status,
     report::record::{
-        BinaryTotal, CommandOutcome, KernelCounters, KernelMapEntries, RecordType, StuckWrite,
-        Summary, Total, TrackedProcesses,
+        BinaryTotal, CommandOutcome, Container, KernelCounters, KernelMapEntries, RecordType,
+        StuckWrite, Summary, Total, TrackedProcesses,
     },
 };
 
@@ -75,6 +75,9 @@ pub struct Ending {
     pub map_entries: KernelMapEntries,
     /// Call paths the kernel had no room for.
     pub call_sites_full: u64,
+    /// The container of every process seen in one, as captured at its events (set by the
+    /// session after [`Ending::read`]).
+    pub containers: HashMap<u32, Arc<Container>>,
 }
 
 impl Ending {
@@ -123,6 +126,7 @@ impl Ending {
             tracked: folding.tracked(),
             map_entries: tracer.map_entries(),
             call_sites_full: call_paths.map_or(0, CallPaths::full),
+            containers: HashMap::new(),
         })
     }
 }
@@ -168,6 +172,10 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
                 errno: Errno(key.errno),
                 syscall: syscall.name().into(),
                 failures,
+                container: ending
+                    .containers
+                    .get(&key.tgid)
+                    .map(|container| Container::clone(container)),
             })
         })
         .collect();

@@ -2,7 +2,10 @@
 
 use clap::Args;
 
-use crate::cli::{ColorChoice, Format};
+use crate::{
+    cli::{ColorChoice, Format},
+    enrich::container::select::Selector,
+};
 
 /// Report every thread blocked in a write right now, from procfs and the process's memory,
 /// without BPF, and exit: 0 when something is blocked, 1 when nothing is, 2 on error.
@@ -12,6 +15,20 @@ pub struct SnapshotArgs {
     /// the host.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+
+    /// The processes of this running container (found from their cgroups in procfs: a full
+    /// id, a unique id prefix, the runtime's name, or its name in its pod). Repeat for more;
+    /// with --pid, those are looked at too.
+    #[arg(long = "container", value_name = "ID|NAME", value_parser = crate::cli::non_empty)]
+    pub containers: Vec<String>,
+
+    /// The processes of this Kubernetes pod's running containers. Repeat for more.
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME", value_parser = Selector::pod)]
+    pub pods: Vec<Selector>,
+
+    /// The processes of the running containers of pods in this Kubernetes namespace.
+    #[arg(long = "namespace", value_name = "NS", value_parser = crate::cli::non_empty)]
+    pub namespaces: Vec<String>,
 
     /// Also list every goroutine of each Go process, with its status, wait reason and stack
     /// (a goroutine dump without SIGQUIT).

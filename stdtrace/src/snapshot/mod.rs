@@ -27,10 +27,33 @@ use self::{
     threads::{BlockedWriter, ScanError},
 };
 use crate::{
-    enrich::{capture::Capture, go::GoTracker, namer::Namer},
+    enrich::{
+        capture::Capture,
+        container::{
+            Containers,
+            select::{self, Selector},
+        },
+        go::GoTracker,
+        namer::Namer,
+    },
     process::status,
     report::record::{RecordType, SnapshotSummary, TargetKind, WriteReport},
 };
+
+/// The processes of the running containers `--container`/`--pod`/`--namespace` pick, from
+/// their cgroups in procfs (besides any `--pid`); an error when a selector picks none.
+fn container_processes(selectors: &[Selector]) -> anyhow::Result<Vec<u32>> {
+    if selectors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut containers = Containers::new("/");
+    let running = select::running(&mut containers, None);
+    let chosen = select::select(selectors, &running, &containers, None)?;
+    let mut pids: Vec<u32> = chosen.into_iter().flat_map(|found| found.pids).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
 
 /// Exit codes: something blocked, nothing blocked, an error.
 pub const FOUND: i32 = 0;
@@ -43,7 +66,13 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<i32> {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let color = args.color(std::io::stdout().is_terminal(), no_color);
     let own_pid = std::process::id();
-    let node_wide = args.pids.is_empty();
+    let selectors = crate::cli::selectors(
+        args.containers.clone(),
+        args.pods.clone(),
+        args.namespaces.clone(),
+    );
+    let in_containers = container_processes(&selectors)?;
+    let node_wide = args.pids.is_empty() && selectors.is_empty();
     let targets: Vec<u32> = if node_wide {
         let mut all = status::all_processes();
         all.retain(|pid| *pid != own_pid);
@@ -66,7 +95,12 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<i32> {
     };
     let mut writers = Vec::new();
     let mut looked_at = Vec::new();
-    for &pid in &targets {
+    // A container's process gone meanwhile is nothing, as node-wide.
+    let scans = targets
+        .iter()
+        .map(|&pid| (pid, true))
+        .chain(in_containers.iter().map(|&pid| (pid, false)));
+    for (pid, asked) in scans {
         match threads::blocked_writers(pid) {
             Ok((found, threads)) => {
                 summary.processes += 1;
@@ -74,7 +108,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<i32> {
                 writers.extend(found);
                 looked_at.push(pid);
             }
-            Err(err) if !node_wide => return Err(err.into()),
+            Err(err) if asked && !node_wide => return Err(err.into()),
             // Node-wide, a process gone meanwhile is nothing; one we may not read is counted.
             Err(ScanError::NoSuchProcess(_)) => {}
             Err(err) => {

@@ -229,4 +229,32 @@ fn containerd_writer_stuck_on_its_stopped_shim() {
         "the shim writes {log}: {reader}"
     );
     assert!(Path::new(&log).exists());
+
+    // Filtered in the kernel by its cgroup (`/kubepods/besteffort/pod<uid>/<id>`, named from
+    // the task bundle of this test's own containerd): the same writer, and nothing else.
+    let output = stdtrace::run(&[
+        "--format",
+        "json",
+        "--stuck",
+        "1s",
+        "--duration",
+        "3s",
+        "--container",
+        &id,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdtrace --container failed: {stderr}"
+    );
+    let records = stdtrace::json_lines(&output.stdout);
+    let stuck = records_of(&records, "blocked_write", "stuck");
+    assert!(
+        stuck.iter().any(|record| record["pid"] == writer),
+        "--container {id}: no stuck write of pid {writer}: {records:?}\n{stderr}"
+    );
+    for record in records.iter().filter(|record| record.get("pid").is_some()) {
+        assert_eq!(record["container"]["id"], id.as_str(), "{record}");
+        assert_eq!(record["container"]["pod"]["uid"], POD_UID, "{record}");
+    }
 }

@@ -122,6 +122,23 @@ pub struct StateDirs<'a> {
     pub containerd_tasks: &'a [PathBuf],
 }
 
+/// Which runtimes' state directories [`resolve`] reads, for messages.
+pub fn looked_at(dirs: &StateDirs<'_>) -> String {
+    let under = |path: &str| dirs.root.join(path).display().to_string();
+    let mut containerd = vec![under(CONTAINERD_TASKS)];
+    containerd.extend(
+        dirs.containerd_tasks
+            .iter()
+            .map(|dir| dir.display().to_string()),
+    );
+    format!(
+        "containerd {}; podman and CRI-O {}; docker {}",
+        containerd.join(", "),
+        STORAGE_ROOTS.map(under).join(", "),
+        under(DOCKER_CONTAINERS)
+    )
+}
+
 /// The container a cgroup names, with what its runtime's state says; and the state file it
 /// came from (None when none was found).
 pub fn resolve(dirs: &StateDirs<'_>, found: &ContainerCgroup) -> (Container, Option<PathBuf>) {

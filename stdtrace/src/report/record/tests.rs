@@ -84,6 +84,7 @@ fn summary_schema() {
             errno: Errno::EPIPE,
             syscall: "write".into(),
             failures: 5,
+            container: None,
         }],
         totals_by_binary: vec![BinaryTotal {
             binary: "/usr/bin/writer".into(),
