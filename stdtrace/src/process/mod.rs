@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod fd;
 pub mod maps;
 pub mod memory;
+pub mod own_usage;
 pub mod perf_mmap;
 
 pub mod socket;

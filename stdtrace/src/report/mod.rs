@@ -6,6 +6,7 @@
 
 mod clock;
 mod json;
+pub mod metrics;
 pub mod record;
 pub mod recording;
 pub mod story;
@@ -39,6 +40,20 @@ pub enum Output {
 }
 
 impl Output {
+    /// The counts of records each part of the output could not take and dropped, as they go
+    /// (`stdtrace_output_records_dropped_total` is their sum). An output that drops records
+    /// (a bounded queue) adds its counter here.
+    pub fn dropped_counters(&self) -> Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        match self {
+            Output::Text(_) | Output::Json { .. } => Vec::new(),
+            Output::Recorded { shown, recording } => {
+                let mut counters = shown.dropped_counters();
+                counters.push(recording.dropped_counter());
+                counters
+            }
+        }
+    }
+
     /// A failed or blocked write, as its repeats see it: text prints only the first of each
     /// stack, JSON every one not folded into a call site's repeats.
     pub fn write(&mut self, report: &WriteReport, seen: Seen) -> io::Result<()> {

@@ -3,6 +3,7 @@
 
 mod exits;
 pub mod launch;
+mod metrics;
 mod pipeline;
 pub mod reporter;
 pub mod summary;
@@ -28,6 +29,7 @@ use tokio::{
 use self::{
     exits::watch_exit,
     launch::{ExitStatus, HeldChild},
+    metrics::SessionMetrics,
     pipeline::Session,
     reporter::{Reporter, ToReporter},
     summary::{Ending, Stop},
@@ -61,6 +63,12 @@ const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
 pub async fn run(config: Config) -> Result<i32> {
     let capabilities = privileges::effective_capabilities().unwrap_or(0);
     privileges::check(capabilities)?;
+    // Listening first: an address in use is an error at once, and /healthz answers (503)
+    // while the programs load.
+    let mut metrics = match &config.metrics {
+        Some(asked) => Some(SessionMetrics::start(asked)?),
+        None => None,
+    };
 
     let btf = Btf::from_path(&config.btf)?;
     let layout = btf::kernel_layout(&btf).context("reading kernel struct offsets from BTF")?;
@@ -130,6 +138,9 @@ pub async fn run(config: Config) -> Result<i32> {
         }
     };
     tracer.attach()?;
+    if let Some(metrics) = &metrics {
+        metrics.attached();
+    }
     let events = tracer.take_events()?;
     let mut capture = Capture::new();
     // Who reads what the targets write: its exit (or close) is remembered for the EPIPE story.
@@ -170,6 +181,11 @@ pub async fn run(config: Config) -> Result<i32> {
     }
     // Opened before the command runs: a recording that cannot be written is an error at once.
     let (output, reopen) = make_output(&config)?;
+    if let Some(metrics) = &mut metrics {
+        for dropped in output.dropped_counters() {
+            metrics.count_output_drops(dropped);
+        }
+    }
     let started = Instant::now();
     announce(&config, held.as_ref().map(HeldChild::pid));
 
@@ -191,8 +207,9 @@ pub async fn run(config: Config) -> Result<i32> {
         }
     };
     let (learned_sender, learned) = std::sync::mpsc::channel();
+    let reporter_metrics = metrics.as_ref().map(|metrics| metrics.instruments.clone());
     let mut session = Session {
-        reporter: Reporter::spawn(output, learned_sender)?,
+        reporter: Reporter::spawn(output, learned_sender, reporter_metrics)?,
         call_paths,
         learned,
         ticks: 0,
@@ -205,6 +222,7 @@ pub async fn run(config: Config) -> Result<i32> {
         mmap_watch,
         regs_layout,
         comms: HashMap::new(),
+        metrics,
     };
     if reopen.is_some() {
         // A file that rotates before the first second is over ends with this one.
@@ -269,6 +287,7 @@ pub async fn run(config: Config) -> Result<i32> {
                 session.ticks += 1;
                 if session.ticks.is_multiple_of(REPEATS_EVERY_TICKS) {
                     session.report_repeats();
+                    session.update_metrics(false);
                     if reopen.is_some() {
                         summary_so_far(&mut session, started);
                     }
@@ -295,6 +314,7 @@ pub async fn run(config: Config) -> Result<i32> {
     let elapsed = started.elapsed();
 
     session.report_repeats();
+    session.update_metrics(true);
     let still_stuck = session.still_stuck();
     let ending = Ending::read(
         &session.tracer,

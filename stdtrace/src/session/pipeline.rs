@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use aya::maps::{MapData, RingBuf};
 
-use super::reporter::{Reporter, ToReporter};
+use super::{
+    metrics::SessionMetrics,
+    reporter::{Reporter, ToReporter},
+};
 use crate::{
     enrich,
     enrich::{
@@ -49,6 +52,8 @@ pub struct Session {
     pub regs_layout: RegsLayout,
     /// Last known command name of every process seen, for the summary.
     pub comms: HashMap<u32, String>,
+    /// `--metrics`: what feeds `/metrics`.
+    pub metrics: Option<SessionMetrics>,
 }
 
 impl Session {
@@ -93,6 +98,9 @@ impl Session {
                 }) => {
                     self.capture.process_exited(pid);
                     self.go.process_exited(pid);
+                    if let Some(metrics) = &mut self.metrics {
+                        metrics.process_exited(pid);
+                    }
                     if let Some(call_paths) = &mut self.call_paths {
                         call_paths.process_exited(pid);
                     }
@@ -168,6 +176,11 @@ impl Session {
         // been read for a while since): every mapping made before these writes is in them.
         self.drain_mappings();
         let captured = self.capture.capture(batch, &mut self.go, &mut self.tracer);
+        if let Some(metrics) = &mut self.metrics {
+            for write in &captured {
+                metrics.write_captured(write.event.pid, write.event.fd, write.target.kind);
+            }
+        }
         self.reporter.send(ToReporter::Writes(captured));
     }
 

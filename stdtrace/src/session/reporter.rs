@@ -18,6 +18,7 @@ use anyhow::{Context as _, Result};
 use super::summary::{self, Ending, Told};
 use crate::{
     aggregate::{
+        metrics::Instruments,
         repeats::{Repeats, Seen},
         sigpipe::SigpipeTracker,
     },
@@ -25,7 +26,7 @@ use crate::{
     events::SigpipeEvent,
     report::{
         Output,
-        record::{RecordType, RepeatReport, SigpipeReport},
+        record::{BlockedState, RecordType, RepeatReport, SigpipeReport},
     },
 };
 
@@ -63,10 +64,16 @@ pub struct Reporter {
 
 impl Reporter {
     /// Starts the thread; call paths the namer meets for the first time go to `learned`.
-    pub fn spawn(output: Output, learned: Sender<Vec<(Learned, u32)>>) -> Result<Self> {
+    /// With `metrics`, SIGPIPE fates and blocked writes' durations are counted there too.
+    pub fn spawn(
+        output: Output,
+        learned: Sender<Vec<(Learned, u32)>>,
+        metrics: Option<Instruments>,
+    ) -> Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(REPORTER_BACKLOG);
         let closed = Arc::new(AtomicBool::new(false));
-        let state = Telling::new(output, Namer::new(learned), Arc::clone(&closed));
+        let mut state = Telling::new(output, Namer::new(learned), Arc::clone(&closed));
+        state.metrics = metrics;
         let thread = std::thread::Builder::new()
             .name("stdtrace-report".to_owned())
             .spawn(move || state.run(receiver))
@@ -111,6 +118,8 @@ pub struct Telling {
     reported: u64,
     blocked_reported: u64,
     closed: Arc<AtomicBool>,
+    /// `--metrics`: SIGPIPE fates and blocked writes' durations.
+    metrics: Option<Instruments>,
 }
 
 impl Telling {
@@ -123,6 +132,7 @@ impl Telling {
             reported: 0,
             blocked_reported: 0,
             closed,
+            metrics: None,
         }
     }
 
@@ -142,6 +152,9 @@ impl Telling {
 
     fn tell(&mut self, told: Vec<SigpipeReport>) {
         for report in told {
+            if let Some(metrics) = &self.metrics {
+                metrics.sigpipe_told(report.fate);
+            }
             if self.open() {
                 let result = self.output.sigpipe(&report);
                 self.check(result);
@@ -174,6 +187,12 @@ impl Telling {
             ToReporter::Writes(batch) => {
                 for captured in batch {
                     let report = self.namer.report(captured);
+                    if let (Some(metrics), Some(BlockedState::Slow | BlockedState::Resumed)) =
+                        (&self.metrics, report.state)
+                        && let Some(ms) = report.duration_ms
+                    {
+                        metrics.blocked_write_ended(std::time::Duration::from_millis(ms));
+                    }
                     let seen = self.repeats.observe(&report, report.repeat);
                     if seen != Seen::SamePath {
                         if report.record_type == RecordType::WriteError {

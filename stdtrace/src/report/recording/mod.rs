@@ -94,6 +94,11 @@ impl Recording {
         Arc::clone(&self.reopen)
     }
 
+    /// Its count of records not kept, as it goes (for `/metrics`).
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
     /// Queues a record, or counts it as dropped if the writer is that far behind.
     pub fn record<T: Serialize>(&self, record: &T) {
         let Some(line) = line_of(record) else {
