@@ -12,7 +12,7 @@
 //! [`for_tests`] adds what only the tests and benchmarks use (`cargo xtask test`, `cargo xtask
 //! bench`, `cargo xtask setup`):
 //! - g++, bpftrace, strace and rsyslog from Debian's packages; podman, conmon, runc,
-//!   containerd and busybox-static for the container tests;
+//!   containerd and busybox-static for the container tests; prometheus for the metrics test;
 //! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`).
 
 use std::{
@@ -36,8 +36,9 @@ const BUILD_PACKAGES: [(&str, &str); 1] = [("gcc", "gcc")];
 /// it that `stdtrace snapshot` makes no `bpf`, `ptrace` or signal-sending system call. rsyslogd:
 /// the socket tests start their own, on a socket in a temporary directory. The container tests
 /// run podman with conmon and runc (crun refuses hybrid cgroups), and containerd (with ctr), on
-/// an image made from busybox-static (no image can be pulled).
-const TEST_PACKAGES: [(&str, &str); 9] = [
+/// an image made from busybox-static (no image can be pulled). prometheus (with promtool): the
+/// metrics test scrapes `--metrics` with a real Prometheus and checks the text with promtool.
+const TEST_PACKAGES: [(&str, &str); 10] = [
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("strace", "strace"),
@@ -47,6 +48,7 @@ const TEST_PACKAGES: [(&str, &str); 9] = [
     ("runc", "runc"),
     ("containerd", "containerd"),
     ("busybox", "busybox-static"),
+    ("prometheus", "prometheus"),
 ];
 
 /// What building stdtrace with its kernel programs, and running the demo, needs.

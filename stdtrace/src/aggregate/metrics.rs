@@ -391,8 +391,9 @@ impl WriteErrorSeries {
                 known.waited = true;
                 continue;
             }
+            // A process that exited may still be counted (its last failures, read after its
+            // exit): it stays exited.
             known.count = count;
-            self.exited.remove(&source.pid);
             let labels = self.labels(source, &who);
             let labels = self.series_for(labels, source.pid);
             self.instruments
@@ -405,6 +406,21 @@ impl WriteErrorSeries {
     /// A process exited: its series go once it has been gone for the TTL.
     pub fn process_exited(&mut self, pid: u32, now: Instant) {
         self.exited.insert(pid, now);
+    }
+
+    /// Marks exited, as of `now`, the processes counted in a series that `alive` says are
+    /// gone: for those whose exit no event told (node-wide, the kernel tells only some).
+    pub fn sweep_gone(&mut self, now: Instant, alive: impl Fn(u32) -> bool) {
+        let counted: HashSet<u32> = self
+            .series
+            .values()
+            .flat_map(|series| series.pids.iter().copied())
+            .collect();
+        for pid in counted {
+            if !self.exited.contains_key(&pid) && !alive(pid) {
+                self.exited.insert(pid, now);
+            }
+        }
     }
 
     /// Drops the series whose processes have all been gone for the TTL, and what is kept of

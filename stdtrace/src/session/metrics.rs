@@ -39,6 +39,10 @@ const KERNEL_DROPS: [(&str, u32); 7] = [
     ("parked_full", counter::PARKED_FULL),
 ];
 
+/// Every this many updates (seconds), the processes counted in a series are looked for in
+/// procfs: node-wide, the kernel tells the exits of only some.
+const SWEEP_EVERY: u64 = 5;
+
 /// The session's side of `--metrics`.
 pub struct SessionMetrics {
     pub instruments: Instruments,
@@ -51,6 +55,7 @@ pub struct SessionMetrics {
     output_drops: OutputDrops,
     /// Whether a label needs the writer's container.
     containers: bool,
+    updates: u64,
 }
 
 impl SessionMetrics {
@@ -73,6 +78,7 @@ impl SessionMetrics {
             exited: (Vec::new(), Vec::new()),
             output_drops: OutputDrops::default(),
             containers,
+            updates: 0,
         })
     }
 
@@ -147,7 +153,12 @@ impl Session {
             },
             last,
         );
-        metrics.series.expire(Instant::now());
+        let now = Instant::now();
+        metrics.updates += 1;
+        if last || metrics.updates.is_multiple_of(SWEEP_EVERY) {
+            metrics.series.sweep_gone(now, status::exists);
+        }
+        metrics.series.expire(now);
         // The kinds of fds of processes gone before the last update are no longer needed.
         let (since, before) = &mut metrics.exited;
         if !before.is_empty() {

@@ -104,7 +104,7 @@ fn a_first_count_waits_once_for_its_fd_kind() {
         ..writer("w")
     };
     metrics.observe([(source(7, EPIPE), 1)], unknown, false);
-    assert_eq!(instruments.write_errors.len(), 0);
+    assert_eq!(metrics.series_count(), 0);
     metrics.observe([(source(7, EPIPE), 2)], |_| writer("w"), false);
     assert_eq!(
         value(&instruments, &[("errno", "EPIPE"), ("fd_kind", "pipe")]),
@@ -199,8 +199,17 @@ fn series_of_processes_gone_past_the_ttl_are_dropped() {
         value(&instruments, &[("errno", "EPIPE"), ("comm", "gone")]),
         None
     );
+    // A process whose exit no event told is found gone by the sweep.
+    metrics.observe([(source(3, EPIPE), 1)], |_| writer("swept"), false);
+    assert_eq!(metrics.series_count(), 1);
+    metrics.sweep_gone(start + ttl, |pid| pid != 2 && pid != 3);
+    metrics.expire(start + ttl * 2);
+    assert_eq!(
+        value(&instruments, &[("errno", "EPIPE"), ("comm", "swept")]),
+        None
+    );
     // The slot it freed takes the next new label set.
-    metrics.observe([(source(3, EPIPE), 1)], |_| writer("new"), false);
+    metrics.observe([(source(4, EPIPE), 1)], |_| writer("new"), false);
     assert_eq!(
         value(&instruments, &[("errno", "EPIPE"), ("comm", "new")]),
         Some(1)
