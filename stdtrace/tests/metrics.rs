@@ -415,3 +415,44 @@ fn healthz_answers_once_the_programs_are_attached() {
     let summary = traced.finish();
     assert_eq!(summary["failed_writes"], 0, "{summary}");
 }
+
+#[test]
+fn stalled_scrapers_never_delay_tracing() {
+    if !can_run::require(Need::Root) {
+        return;
+    }
+    const EPIPES: u64 = 200;
+    let writer = c_writer();
+    let mut traced = Traced::start(
+        &[],
+        &[writer.to_str().unwrap(), &EPIPES.to_string(), "0", "--hold"],
+    );
+    // Scrapers that ask and ask again, never reading an answer, and some that connect and
+    // never ask.
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", traced.port)).unwrap();
+        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
+        stream.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = stream.write_all(request.as_bytes());
+        stalled.push(stream);
+    }
+    for _ in 0..4 {
+        stalled.push(std::net::TcpStream::connect(("127.0.0.1", traced.port)).unwrap());
+    }
+    let line = traced
+        .stderr
+        .wait_for("failing_writes: pid=", Duration::from_secs(20));
+    let pid = field(&line, "pid");
+    traced.tell("go\n");
+    // Tracing and a scraper that reads go on, exact.
+    let comm = format!("comm=\"{WRITER_COMM}\"");
+    traced.scrape_until(Duration::from_secs(20), |text| {
+        write_errors(text, &["errno=\"EPIPE\"", &comm]) == Some(EPIPES)
+    });
+    traced.tell("exit\n");
+    let summary = traced.finish();
+    assert_eq!(summary_total(&summary, pid, "EPIPE"), EPIPES, "{summary}");
+    assert_eq!(summary["dropped"], 0, "{summary}");
+    drop(stalled);
+}
