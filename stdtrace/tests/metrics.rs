@@ -433,7 +433,9 @@ fn stalled_scrapers_never_delay_tracing() {
     for _ in 0..6 {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", traced.port)).unwrap();
         let request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
-        stream.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let _ = stream.write_all(request.as_bytes());
         stalled.push(stream);
     }

@@ -166,6 +166,12 @@ const TARGETS: &[Target] = &[
         patches_go: false,
         seeds: |_| btf_blobs(),
     },
+    Target {
+        name: "metrics_accept",
+        max_len: 1024,
+        patches_go: false,
+        seeds: |_| metrics_accept_seeds(),
+    },
 ];
 
 /// Runs the fuzz targets (`only`, or all of them, one at a time), each until it has made
@@ -358,6 +364,21 @@ mod tests {
 }
 
 /// Recordings as `stdtrace record` writes them: a header, records, a summary, and a cut one.
+/// `Accept` headers as Prometheus, curl and browsers send them, and `--metrics-labels` lists.
+fn metrics_accept_seeds() -> Vec<Vec<u8>> {
+    [
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+        "*/*",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        "application/openmetrics-text; q=0",
+        "fd_kind,comm,k8s_namespace,k8s_pod,k8s_container",
+    ]
+    .iter()
+    .map(|seed| seed.as_bytes().to_vec())
+    .collect()
+}
+
 fn recording_seeds() -> Vec<Vec<u8>> {
     let whole = concat!(
         r#"{"type":"header","schema":1,"stdtrace":"0.1.0","recording":"1-2","file":0,"kernel":"6.18.0","node":"n","host":"h","boot_id":"b","options":["record"],"wall_minus_monotonic_ns":1,"ts_ns":5}"#,
