@@ -250,7 +250,7 @@ fn prometheus_scrapes_the_exact_count_of_failed_writes() {
     assert_eq!(eagains[0].1, EAGAINS as f64, "{eagains:?}");
     assert_eq!(eagains[0].0["fd_kind"], "pipe", "{eagains:?}");
     assert_eq!(eagains[0].0["job"], "stdtrace", "{eagains:?}");
-    // It scraped OpenMetrics, as it asks for first.
+    // The build info came through too (Prometheus asks for OpenMetrics first).
     let build = prometheus.query("stdtrace_build_info");
     assert_eq!(build.len(), 1, "{build:?}");
     assert_eq!(

@@ -262,6 +262,49 @@ mod tests {
     }
 
     #[test]
+    fn healthz_says_503_until_attached_then_200() {
+        let state = Serving {
+            registry: Arc::new(registry(&Instruments::new())),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        let get = |path: &str, accept: &str| {
+            let request = Request::builder()
+                .uri(path)
+                .header(ACCEPT, accept)
+                .body(())
+                .unwrap();
+            respond(&request, &state)
+        };
+        assert_eq!(
+            get("/healthz", "*/*").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.ready.store(true, Ordering::Relaxed);
+        assert_eq!(get("/healthz", "*/*").status(), StatusCode::OK);
+        assert_eq!(get("/other", "*/*").status(), StatusCode::NOT_FOUND);
+        let open = get("/metrics", "application/openmetrics-text");
+        assert_eq!(
+            open.headers()[CONTENT_TYPE],
+            OPENMETRICS_CONTENT_TYPE,
+            "{open:?}"
+        );
+        let classic = get("/metrics", "text/plain");
+        assert_eq!(
+            classic.headers()[CONTENT_TYPE],
+            prometheus_text::CONTENT_TYPE
+        );
+        let post = Request::builder()
+            .method(Method::POST)
+            .uri("/metrics")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            respond(&post, &state).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[test]
     fn both_formats_carry_every_metric() {
         let instruments = Instruments::new();
         instruments.dropped_total("ringbuf_full", 2);

@@ -173,6 +173,8 @@ impl Session {
         for (reason, index) in KERNEL_DROPS {
             instruments.dropped_total(reason, ending.counters[index as usize]);
         }
+        // Userspace's own: mapping records the perf buffers had no room for.
+        instruments.dropped_total("mapping_records_lost", self.capture.mapping_records_lost());
         instruments.output_dropped_total(metrics.output_drops.total());
         if let Some(slots) = &self.blocked {
             let now = events::monotonic_ns();
