@@ -261,6 +261,37 @@ fn prometheus_scrapes_the_exact_count_of_failed_writes() {
 
     // The classic text passes promtool; OpenMetrics ends with # EOF.
     let text = traced.scrape();
+    for reason in [
+        "ringbuf_full",
+        "lifecycle_dropped",
+        "blocked_dropped",
+        "blocked_untracked",
+        "tally_full",
+        "sites_full",
+        "parked_full",
+        "mapping_records_lost",
+    ] {
+        assert_eq!(
+            sample_sum(
+                &text,
+                "stdtrace_events_dropped_total{",
+                &[&format!("reason=\"{reason}\"")]
+            ),
+            Some(0),
+            "{text}"
+        );
+    }
+    // The writer ignores SIGPIPE: one story told, `ignored`.
+    assert_eq!(
+        sample_sum(&text, "stdtrace_sigpipe_total{", &["fate=\"ignored\""]),
+        Some(1),
+        "{text}"
+    );
+    assert!(
+        text.contains("stdtrace_blocked_writes{state=\"stuck\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
     let mut promtool = Command::new(PROMTOOL)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

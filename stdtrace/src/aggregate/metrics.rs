@@ -195,9 +195,12 @@ impl Instruments {
             "Label sets of stdtrace_write_errors_total folded into the `other` series by --metrics-max-series",
             self.series_folded.clone(),
         );
-        // Both states are there from the start, at 0.
+        // Both states and every fate told are there from the start, at 0.
         for state in [BlockedState::Stuck, BlockedState::Parked] {
             drop(self.blocked_writes.get_or_create(&state_label(state)));
+        }
+        for fate in [Fate::Killed, Fate::Ignored, Fate::Handled, Fate::Blocked] {
+            drop(self.sigpipes.get_or_create(&[("fate", fate_name(fate))]));
         }
     }
 

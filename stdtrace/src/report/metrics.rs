@@ -53,13 +53,13 @@ const HEADER_LIMIT: Duration = Duration::from_secs(10);
 /// Errors starting the metrics server.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("listening for --metrics on {addr}: {source}")]
+    #[error("listening for --metrics on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("starting the metrics thread: {0}")]
-    Thread(std::io::Error),
+    #[error("starting the metrics thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// The metrics server, running on its own thread.

@@ -39,6 +39,9 @@ const KERNEL_DROPS: [(&str, u32); 7] = [
     ("parked_full", counter::PARKED_FULL),
 ];
 
+/// The `reason` of mapping records (perf MMAP2, EXEC, EXIT) the kernel dropped: userspace's.
+const MAPPING_RECORDS_LOST: &str = "mapping_records_lost";
+
 /// Every this many updates (seconds), the processes counted in a series are looked for in
 /// procfs: node-wide, the kernel tells the exits of only some.
 const SWEEP_EVERY: u64 = 5;
@@ -62,6 +65,11 @@ impl SessionMetrics {
     /// Listens on `--metrics`' address; `/healthz` says 503 until [`Self::attached`].
     pub fn start(config: &MetricsConfig) -> Result<Self, MetricsError> {
         let instruments = Instruments::new();
+        // Every reason is there from the first scrape, at 0.
+        for (reason, _) in KERNEL_DROPS {
+            instruments.dropped_total(reason, 0);
+        }
+        instruments.dropped_total(MAPPING_RECORDS_LOST, 0);
         let server = MetricsServer::start(config.addr, &instruments)?;
         log::info!("serving /metrics on {}", server.local_addr());
         let containers = config.limits.labels.0.iter().any(|label| {
@@ -174,7 +182,7 @@ impl Session {
             instruments.dropped_total(reason, ending.counters[index as usize]);
         }
         // Userspace's own: mapping records the perf buffers had no room for.
-        instruments.dropped_total("mapping_records_lost", self.capture.mapping_records_lost());
+        instruments.dropped_total(MAPPING_RECORDS_LOST, self.capture.mapping_records_lost());
         instruments.output_dropped_total(metrics.output_drops.total());
         if let Some(slots) = &self.blocked {
             let now = events::monotonic_ns();
