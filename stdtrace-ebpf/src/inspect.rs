@@ -8,11 +8,14 @@
 //! that fd to the inode and its pipe, and leaves what it read in `INSPECTED`.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
-use stdtrace_common::{PipeState, SocketState, ThreadState};
+use stdtrace_common::{
+    PipeState, PtyState, SocketState, ThreadState, TtyLayout,
+    pty::{DEVPTS_SUPER_MAGIC, N_TTY},
+};
 
 use crate::{
     config, kernel,
-    maps::{INSPECTED, INSPECTED_SOCKET, INSPECTED_THREAD},
+    maps::{INSPECTED, INSPECTED_PTY, INSPECTED_SOCKET, INSPECTED_THREAD, TTY_LAYOUT},
 };
 
 /// Ring slots summed at most (a 1 MiB pipe has 256).
@@ -93,6 +96,80 @@ fn read_socket(fd: i32) -> Option<SocketState> {
         wmem_alloc: kernel::read(sock, layout.sock_wmem_alloc)?,
         rmem_alloc: kernel::read(sock, layout.sock_rmem_alloc)?,
     })
+}
+
+/// Flip buffers walked at most (a pty's 8 KiB limit takes a few dozen at 256 bytes each).
+const MAX_FLIP_BUFFERS: u32 = 128;
+
+/// Reads a pty's buffers: the first argument is an `O_PATH` handle on a pty slave
+/// (`/dev/pts/N`, one of stdtrace's own descriptors), which opens no tty. Its dentry's
+/// `d_fsdata` is the slave's `tty_struct`; the slave's writes queue in the flip buffers of the
+/// master's port and then in the master's line discipline.
+#[inline(always)]
+pub fn inspect_pty(ctx: &RawTracePointContext) {
+    let fd: u64 = ctx.arg(0);
+    let Some(out) = INSPECTED_PTY.get_ptr_mut(0) else {
+        return;
+    };
+    let state = read_pty(fd as i32).unwrap_or_default();
+    // SAFETY: the single slot of an array map, written only by this program, run only by
+    // userspace one run at a time.
+    unsafe { *out = state };
+}
+
+#[inline(always)]
+fn read_pty(fd: i32) -> Option<PtyState> {
+    let layout = config::layout();
+    let tty: TtyLayout = *TTY_LAYOUT.get(0)?;
+    if tty.valid == 0 {
+        return None;
+    }
+    let (file, _) = kernel::fd_inode(&layout, kernel::current_task(), fd)?;
+    let dentry: u64 = kernel::read(file, tty.file_dentry)?;
+    let sb: u64 = kernel::read(dentry, tty.dentry_sb)?;
+    let magic: u64 = kernel::read(sb, tty.super_block_magic)?;
+    if magic != DEVPTS_SUPER_MAGIC {
+        return None;
+    }
+    let slave: u64 = kernel::read(dentry, tty.dentry_fsdata)?;
+    let master: u64 = kernel::read(slave, tty.tty_link)?;
+    let port: u64 = kernel::read(master, tty.tty_port)?;
+    let mut state = PtyState {
+        valid: 1,
+        index: kernel::read::<i32>(slave, tty.tty_index)? as u32,
+        slave_flags: kernel::read(slave, tty.tty_flags)?,
+        master_flags: kernel::read(master, tty.tty_flags)?,
+        master_count: kernel::read::<i32>(master, tty.tty_count)? as u32,
+        mem_used: kernel::read::<i32>(port, tty.port_mem_used)? as u32,
+        mem_limit: kernel::read::<i32>(port, tty.port_mem_limit)? as u32,
+        ..PtyState::default()
+    };
+    let mut buffer: u64 = kernel::read(port, tty.port_buf_head)?;
+    for _ in 0..MAX_FLIP_BUFFERS {
+        if buffer == 0 {
+            break;
+        }
+        let commit: u32 = kernel::read(buffer, tty.buffer_commit).unwrap_or(0);
+        let read: u32 = kernel::read(buffer, tty.buffer_read).unwrap_or(0);
+        state.flip_queued += commit.saturating_sub(read) as u64;
+        state.buffers += 1;
+        buffer = kernel::read(buffer, tty.buffer_next).unwrap_or(0);
+    }
+    state.partial = u32::from(buffer != 0);
+    // The master's line discipline: n_tty's read buffer, if it is n_tty.
+    let ldisc: u64 = kernel::read(master, tty.tty_ldisc).unwrap_or(0);
+    let ops: u64 = kernel::read(ldisc, tty.ldisc_ops).unwrap_or(0);
+    let data: u64 = kernel::read(master, tty.tty_disc_data).unwrap_or(0);
+    if kernel::read::<i32>(ops, tty.ldisc_ops_num) == Some(N_TTY)
+        && let (Some(head), Some(tail)) = (
+            kernel::read::<u64>(data, tty.n_tty_read_head),
+            kernel::read::<u64>(data, tty.n_tty_read_tail),
+        )
+    {
+        state.ldisc_valid = 1;
+        state.ldisc_queued = head.wrapping_sub(tail);
+    }
+    Some(state)
 }
 
 /// Reads the state and saved user registers of the thread behind a pidfd (the first argument,

@@ -148,6 +148,13 @@ pub fn inspect_socket(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Never attached: run by userspace (`BPF_PROG_TEST_RUN`) to read a pty's buffers.
+#[raw_tracepoint(tracepoint = "stdtrace_inspect_pty")]
+pub fn inspect_pty(ctx: RawTracePointContext) -> i32 {
+    inspect::inspect_pty(&ctx);
+    0
+}
+
 /// Never attached: run by userspace (`BPF_PROG_TEST_RUN`) to read a blocked thread's state.
 #[raw_tracepoint(tracepoint = "stdtrace_inspect_thread")]
 pub fn inspect_thread(ctx: RawTracePointContext) -> i32 {

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use stdtrace_common::{
     BLOCKED_SLOTS, BlockedWrite, CallSiteKey, FailureKey, FingerprintKey, Fingerprints,
-    FirstReturn, GoLayout, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, PipeState, ReaderGone,
-    SiteCount, SiteKey, SocketState, ThreadState, counter,
+    FirstReturn, GoLayout, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, PipeState, PtyState,
+    ReaderGone, SiteCount, SiteKey, SocketState, ThreadState, TtyLayout, counter,
 };
 
 /// `BPF_F_MMAPABLE`: userspace maps the array into its memory and reads it without syscalls.
@@ -140,6 +140,15 @@ pub static INSPECTED: Array<PipeState> = Array::with_max_entries(1, 0);
 /// What the socket inspection program read, for userspace that ran it.
 #[map]
 pub static INSPECTED_SOCKET: Array<SocketState> = Array::with_max_entries(1, 0);
+
+/// What the pty inspection program read, for userspace that ran it.
+#[map]
+pub static INSPECTED_PTY: Array<PtyState> = Array::with_max_entries(1, 0);
+
+/// Where the tty structs keep their members (from BTF), written by userspace once after
+/// loading: only the on-demand pty program reads it.
+#[map]
+pub static TTY_LAYOUT: Array<TtyLayout> = Array::with_max_entries(1, 0);
 
 /// What the thread inspection program read, for userspace that ran it.
 #[map]

@@ -57,6 +57,12 @@ pub struct Cli {
     /// Log what stdtrace does to stderr; repeat for more detail.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Read procfs and the container runtimes' state from the host's filesystem mounted at
+    /// DIR (DIR/proc, DIR/var/lib/containers, DIR/run/containerd, DIR/var/log/pods, ...): for
+    /// stdtrace in a container as a node agent, with the host's pid namespace.
+    #[arg(long, value_name = "DIR", env = "STDTRACE_HOST_ROOT", global = true)]
+    pub host_root: Option<PathBuf>,
 }
 
 /// What stdtrace is asked to do.
@@ -382,7 +388,7 @@ fn process_id_of(pid: u32) -> Result<u32, ConfigError> {
     if pid == 0 || pid > i32::MAX as u32 {
         return Err(ConfigError::InvalidPid(pid));
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let status = std::fs::read_to_string(crate::process::host::host().pid_path(pid, "status"))
         .map_err(|_| ConfigError::NoSuchProcess(pid))?;
     let tgid = crate::process::status::field(&status, "Tgid")
         .and_then(|value| value.parse().ok())
@@ -435,6 +441,22 @@ mod tests {
         let parsed = parse(args)?;
         assert!(parsed.subcommand.is_none());
         Ok(parsed.trace.args)
+    }
+
+    #[test]
+    fn host_root_for_every_subcommand() {
+        // Node agents set STDTRACE_HOST_ROOT in their environment; not set for unit tests.
+        if std::env::var_os("STDTRACE_HOST_ROOT").is_some() {
+            return;
+        }
+        let host = Some(PathBuf::from("/host"));
+        assert_eq!(parse(&["--host-root", "/host"]).unwrap().host_root, host);
+        assert_eq!(parse(&[]).unwrap().host_root, None);
+        let snapshot = parse(&["snapshot", "--host-root", "/host", "--pid", "1"]).unwrap();
+        assert!(matches!(snapshot.subcommand, Some(Subcommand::Snapshot(_))));
+        assert_eq!(snapshot.host_root, host);
+        let record = parse(&["record", "--output", "/tmp/r", "--host-root", "/host"]).unwrap();
+        assert_eq!(record.host_root, host);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use stdtrace::{
     cli::{Cli, Config, Recording, Subcommand, TraceArgs},
+    process::host::{self, HostRoot},
     report::recording::Sink,
 };
 
@@ -44,6 +45,13 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    if let Some(dir) = &cli.host_root {
+        let installed = HostRoot::checked(dir).and_then(host::install);
+        if let Err(err) = installed {
+            eprintln!("stdtrace: {err}");
+            return ExitCode::from(2);
+        }
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {

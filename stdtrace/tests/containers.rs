@@ -10,6 +10,10 @@
 
 #[path = "containers/containerd.rs"]
 mod containerd;
+#[path = "containers/in_container.rs"]
+mod in_container;
+#[path = "containers/pty.rs"]
+mod pty;
 
 #[path = "support/can_run.rs"]
 mod can_run;

@@ -67,6 +67,16 @@ enum Peers {
     Gone,
 }
 
+/// Whether the run can be expected to drop nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drops {
+    /// Only the fixture is traced: nothing may be dropped.
+    None,
+    /// Node-wide: other processes' failures on a busy machine may overflow the ring buffer.
+    /// The fixture's totals are counted in the kernel and stay exact regardless.
+    Elsewhere,
+}
+
 /// Checks the failed writes of one fixture run: exact counts per errno, the fds, the target,
 /// the peers, and who called `write`.
 fn check_failed_writes(
@@ -75,6 +85,7 @@ fn check_failed_writes(
     epipe_callers: [&str; 2],
     eagain_callers: [&str; 2],
     peers: Peers,
+    drops: Drops,
 ) {
     let errors = write_errors(records, fixture.pid);
     let epipe: Vec<&Value> = errors
@@ -157,8 +168,10 @@ fn check_failed_writes(
     };
     assert_eq!(total("EPIPE", fixture.epipe_fd), EPIPES as u64);
     assert_eq!(total("EAGAIN", fixture.eagain_fd), EAGAINS as u64);
-    assert_eq!(summary["dropped"], 0);
-    assert_eq!(summary["kernel"]["parked_full"], 0, "{summary}");
+    if drops == Drops::None {
+        assert_eq!(summary["dropped"], 0, "{summary}");
+        assert_eq!(summary["kernel"]["parked_full"], 0, "{summary}");
+    }
 }
 
 /// The failures repeated at `first`'s call site (its pid, fd, errno and site), as the last

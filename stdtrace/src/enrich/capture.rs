@@ -20,13 +20,15 @@ use crate::{
         activity,
         address_space::AddressSpaces,
         cgroup::ContainerCgroup,
-        fd::{self, HolderQuery, Holders, SpecialDevices},
+        fd::{self, FileIdentity, HolderQuery, Holders, SpecialDevices},
         maps::ProcessMaps,
         perf_mmap::SpaceEvent,
     },
     report::record::{Container, FdTarget, Peer, Runtime, RuntimeRole, TargetKind},
     symbolize::OpenObjects,
 };
+
+mod chain;
 
 /// How long who-holds-which-end answers are reused: a storm of failed writes on one pipe must
 /// not rescan every process's fds for each batch.
@@ -83,8 +85,10 @@ impl Default for Capture {
 }
 
 impl Capture {
+    /// A capture that reads procfs and the runtimes' state under the installed host root
+    /// ([`crate::process::host::host`]).
     pub fn new() -> Self {
-        Self::with_host_root("/")
+        Self::with_host_root(crate::process::host::host().root())
     }
 
     /// A capture that reads the host's procfs and runtime state under `root` (where the
@@ -138,6 +142,7 @@ impl Capture {
         pipes: &mut dyn Inspector,
     ) -> Vec<CapturedWrite> {
         let mut targets = Vec::with_capacity(events.len());
+        let mut identities = Vec::with_capacity(events.len());
         for event in &events {
             self.refresh_image(event);
             self.container_of(event.pid);
@@ -147,93 +152,138 @@ impl Capture {
                 event.file.as_ref(),
                 &self.special,
             ));
+            // A stuck write's event has no kernel view of its file: a FIFO's or a pty's other
+            // end is found by the file system it is on, from procfs then.
+            identities.push(event.file.or_else(|| fd::identity_of(event.pid, event.fd)));
         }
-        self.refresh_holders(&events, &targets, pipes);
-        let captured = events
-            .into_iter()
-            .zip(targets)
-            .map(|(event, mut target)| {
-                if let Some(query) = HolderQuery::for_target(&target, event.file.as_ref())
-                    && let Some((_, holders)) = self.holders.get(&query)
+        self.refresh_holders(&targets, &identities, pipes);
+        let mut captured = Vec::with_capacity(events.len());
+        for ((event, mut target), identity) in events.into_iter().zip(targets).zip(identities) {
+            // For a write that waits (blocked, or EAGAIN: it would block), what the other end
+            // is doing is the story.
+            let waiting = !matches!(
+                event.outcome,
+                WriteOutcome::Failed { errno } if Errno(errno) != Errno::EAGAIN
+            );
+            self.complete_target(
+                event.pid,
+                event.fd,
+                identity.as_ref(),
+                &mut target,
+                waiting,
+                pipes,
+            );
+            if waiting {
+                let mut visited =
+                    chain::Visited::new(event.pid, event.tid, &target, identity.as_ref());
+                self.follow_chain(&mut target, 1, &mut visited, pipes);
+            }
+            super::pty::name_master(&mut target);
+            let container = self
+                .process_containers
+                .get(&event.pid)
+                .and_then(|(_, container)| container.clone());
+            // A runtime process reading this pipe serves this writer's container (a
+            // containerd shim's own `-id` is its pod sandbox's).
+            if let (Some(container), Some(readers)) = (&container, &mut target.readers) {
+                for role in readers
+                    .iter_mut()
+                    .filter_map(|reader| reader.runtime.as_mut())
                 {
-                    target.readers = Some(holders.readers.clone());
-                    if !matches!(query, HolderQuery::PtyMaster(_) | HolderQuery::Socket(_)) {
-                        target.writers = Some(holders.writers.clone());
-                    }
-                }
-                if matches!(target.kind, TargetKind::Pipe | TargetKind::Fifo)
-                    && let Some(state) = pipes.pipe_state(event.pid, event.fd)
-                {
-                    target.capacity = Some(state.capacity);
-                    target.queued = Some(state.queued);
-                }
-                if let FdTarget {
-                    socket: Some(socket),
-                    readers,
-                    ..
-                } = &mut target
-                {
-                    let receivers = readers.as_deref().unwrap_or_default();
-                    super::socket::fill(socket, event.pid, event.fd, receivers, pipes);
-                }
-                // Nobody reads any more: who did, last.
-                if matches!(target.kind, TargetKind::Pipe | TargetKind::Fifo)
-                    && target.read_ends == Some(0)
-                    && let Some(inode) = target.inode
-                {
-                    target.last_reader = pipes.last_reader(inode);
-                }
-                // For a write that waits (blocked, or EAGAIN: it would block), what the
-                // other end is doing is the story.
-                let waiting = !matches!(
-                    event.outcome,
-                    WriteOutcome::Failed { errno } if Errno(errno) != Errno::EAGAIN
-                );
-                if waiting && let Some(readers) = &mut target.readers {
-                    for reader in readers.iter_mut() {
-                        reader.activity = activity::of_process(reader.pid, &reader.fds);
-                    }
-                }
-                let container = self
-                    .process_containers
-                    .get(&event.pid)
-                    .and_then(|(_, container)| container.clone());
-                // A runtime process reading this pipe serves this writer's container (a
-                // containerd shim's own `-id` is its pod sandbox's).
-                if let (Some(container), Some(readers)) = (&container, &mut target.readers) {
-                    for role in readers
-                        .iter_mut()
-                        .filter_map(|reader| reader.runtime.as_mut())
+                    role.serves = Some(Container::clone(container));
+                    // A pod's shim holds every container's FIFOs: this one's are told.
+                    if role
+                        .sends_to
+                        .iter()
+                        .any(|sink| sink.path.contains(&container.id))
                     {
-                        role.serves = Some(Container::clone(container));
-                        // A pod's shim holds every container's FIFOs: this one's are told.
-                        if role
-                            .sends_to
-                            .iter()
-                            .any(|sink| sink.path.contains(&container.id))
-                        {
-                            role.sends_to
-                                .retain(|sink| sink.path.contains(&container.id));
-                        }
+                        role.sends_to
+                            .retain(|sink| sink.path.contains(&container.id));
                     }
                 }
-                let image = self.images.get(&event.pid).cloned().unwrap_or_else(|| {
-                    ProcessImage::Unavailable("its memory map was not read".to_owned())
-                });
-                CapturedWrite {
-                    go: go.process_or(event.pid, self.spaces.executable(event.pid)),
-                    event,
-                    image,
-                    target,
-                    container,
-                }
-            })
-            .collect();
+            }
+            let image = self.images.get(&event.pid).cloned().unwrap_or_else(|| {
+                ProcessImage::Unavailable("its memory map was not read".to_owned())
+            });
+            captured.push(CapturedWrite {
+                go: go.process_or(event.pid, self.spaces.executable(event.pid)),
+                event,
+                image,
+                target,
+                container,
+            });
+        }
         for pid in self.exited.drain(..) {
             self.images.remove(&pid);
             self.process_containers.remove(&pid);
         }
         captured
+    }
+
+    /// Completes what `fd` of `pid` points at: who holds the other end (and, for a write that
+    /// waits, or a pty, what they are doing), how full a pipe or pty is, a socket's queues, and
+    /// a broken pipe's last reader. The same for a traced writer and for a reader found
+    /// blocked writing in a chain.
+    fn complete_target(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        file: Option<&FileIdentity>,
+        target: &mut FdTarget,
+        waiting: bool,
+        pipes: &mut dyn Inspector,
+    ) {
+        if let Some(query) = HolderQuery::for_target(target, file)
+            && let Some(holders) = self.holders_of(&query, pipes)
+        {
+            target.readers = Some(holders.readers);
+            if !matches!(
+                query,
+                HolderQuery::PtyMaster { .. } | HolderQuery::Socket(_)
+            ) {
+                target.writers = Some(holders.writers);
+            }
+        }
+        if matches!(target.kind, TargetKind::Pipe | TargetKind::Fifo)
+            && let Some(state) = pipes.pipe_state(pid, fd)
+        {
+            target.capacity = Some(state.capacity);
+            target.queued = Some(state.queued);
+        }
+        super::pty::fill(target, pid, fd, pipes);
+        if let FdTarget {
+            socket: Some(socket),
+            readers,
+            ..
+        } = target
+        {
+            let receivers = readers.as_deref().unwrap_or_default();
+            super::socket::fill(socket, pid, fd, receivers, pipes);
+        }
+        // Nobody reads any more: who did, last.
+        if matches!(target.kind, TargetKind::Pipe | TargetKind::Fifo)
+            && target.read_ends == Some(0)
+            && let Some(inode) = target.inode
+        {
+            target.last_reader = pipes.last_reader(inode);
+        }
+        // The master side's holder is told whatever the write did (a pty's EIO too).
+        if (waiting || target.kind == TargetKind::Pty)
+            && let Some(readers) = &mut target.readers
+        {
+            for reader in readers.iter_mut() {
+                reader.activity = activity::of_process(reader.pid, &reader.fds);
+            }
+        }
+    }
+
+    /// Who holds the ends `query` looks for: the batch's answer, or (for a target found while
+    /// following a chain) a walk over procfs for it alone.
+    fn holders_of(&mut self, query: &HolderQuery, pipes: &mut dyn Inspector) -> Option<Holders> {
+        if !self.holders.contains_key(query) {
+            self.find_and_describe(vec![query.clone()], pipes);
+        }
+        self.holders.get(query).map(|(_, holders)| holders.clone())
     }
 
     /// Reads the map again if the event's pc is not in the one known (a library loaded since).
@@ -296,17 +346,17 @@ impl Capture {
     /// that has no fresh answer yet.
     fn refresh_holders(
         &mut self,
-        events: &[WriteEvent],
         targets: &[FdTarget],
+        identities: &[Option<FileIdentity>],
         pipes: &mut dyn Inspector,
     ) {
         let now = Instant::now();
         self.holders
             .retain(|_, (when, _)| now.duration_since(*when) < HOLDERS_TTL);
-        let mut wanted: Vec<HolderQuery> = events
+        let mut wanted: Vec<HolderQuery> = targets
             .iter()
-            .zip(targets)
-            .filter_map(|(event, target)| HolderQuery::for_target(target, event.file.as_ref()))
+            .zip(identities)
+            .filter_map(|(target, identity)| HolderQuery::for_target(target, identity.as_ref()))
             .filter(|query| !self.holders.contains_key(query))
             .collect();
         wanted.sort();
@@ -314,6 +364,13 @@ impl Capture {
         if wanted.is_empty() {
             return;
         }
+        self.find_and_describe(wanted, pipes);
+    }
+
+    /// Finds the holders `wanted` asks for in one walk over procfs, describes them, and keeps
+    /// the answers for [`HOLDERS_TTL`].
+    fn find_and_describe(&mut self, wanted: Vec<HolderQuery>, pipes: &mut dyn Inspector) {
+        let now = Instant::now();
         let started = Instant::now();
         let found = fd::find_holders(&wanted, self.own_pid);
         log::debug!(
@@ -397,7 +454,8 @@ impl Capture {
     pub fn watch_readers_of(&mut self, pids: &[u32], pipes: &mut dyn Inspector) {
         let mut queries = Vec::new();
         for &pid in pids {
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            let Ok(fds) = std::fs::read_dir(crate::process::host::host().pid_path(pid, "fd"))
+            else {
                 continue;
             };
             for entry in fds.flatten() {

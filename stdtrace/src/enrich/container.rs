@@ -23,7 +23,10 @@ use std::{
 };
 
 use crate::{
-    process::cgroup::{self, ContainerCgroup},
+    process::{
+        cgroup::{self, ContainerCgroup},
+        host::HostRoot,
+    },
     report::record::Container,
 };
 
@@ -51,7 +54,7 @@ struct Entry {
 /// Containers by id, with their metadata.
 pub struct Containers {
     /// The host's root: `/`, or where the host's filesystem is mounted (`--host-root`).
-    root: PathBuf,
+    root: HostRoot,
     live: HashMap<String, Entry>,
     deleted: VecDeque<Arc<Container>>,
     swept: Instant,
@@ -62,7 +65,7 @@ pub struct Containers {
 impl Containers {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
-            root: root.into(),
+            root: HostRoot::new(root),
             live: HashMap::new(),
             deleted: VecDeque::new(),
             swept: Instant::now(),
@@ -70,7 +73,7 @@ impl Containers {
         }
     }
 
-    pub fn root(&self) -> &Path {
+    pub fn root(&self) -> &HostRoot {
         &self.root
     }
 
@@ -106,7 +109,7 @@ impl Containers {
         }
         let started = Instant::now();
         let dirs = state::StateDirs {
-            root: &self.root,
+            root: self.root.root(),
             containerd_tasks: &self.containerd_tasks,
         };
         let (container, state) = state::resolve(&dirs, found);
@@ -144,7 +147,7 @@ impl Containers {
             if parent <= 1 {
                 return;
             }
-            let proc = self.root.join(format!("proc/{parent}"));
+            let proc = self.root.pid(parent);
             let comm = std::fs::read(proc.join("comm")).unwrap_or_default();
             if comm.starts_with(b"containerd-shim") {
                 let Ok(cwd) = std::fs::read_link(proc.join("cwd")) else {
@@ -152,7 +155,7 @@ impl Containers {
                 };
                 let tasks = cwd.parent().and_then(Path::parent);
                 if let Some(tasks) = tasks.filter(|tasks| tasks.ends_with(state::TASK_DIR_NAME)) {
-                    let tasks = self.root.join(tasks.strip_prefix("/").unwrap_or(tasks));
+                    let tasks = self.root.path(tasks);
                     if !self.containerd_tasks.contains(&tasks) {
                         log::debug!("containerd keeps its tasks in {}", tasks.display());
                         self.containerd_tasks.push(tasks);
@@ -219,8 +222,8 @@ impl Containers {
 
 /// The parent pid in `/proc/PID/stat` (the field after the state, after the `(comm)` that may
 /// hold spaces and parentheses).
-fn parent_of(root: &Path, pid: u32) -> Option<u32> {
-    let stat = std::fs::read(root.join(format!("proc/{pid}/stat"))).ok()?;
+fn parent_of(root: &HostRoot, pid: u32) -> Option<u32> {
+    let stat = std::fs::read(root.pid_path(pid, "stat")).ok()?;
     let after = stat.iter().rposition(|byte| *byte == b')')?;
     let rest = String::from_utf8_lossy(stat.get(after + 1..)?).into_owned();
     rest.split_whitespace().nth(1)?.parse().ok()

@@ -99,7 +99,7 @@ impl GoTracker {
         if let Some(known) = self.by_pid.get(&pid) {
             return known.program.clone();
         }
-        let exe = format!("/proc/{pid}/exe");
+        let exe = crate::process::host::host().pid_path(pid, "exe");
         let path = match (identify(Path::new(&exe)), executable) {
             (Some(_), _) | (None, None) => Path::new(&exe),
             (None, Some(executable)) => executable,
@@ -118,7 +118,7 @@ impl GoTracker {
     /// at the command before it execs): only a readable, different executable replaces what
     /// is known.
     pub fn process_replaced(&mut self, pid: u32) {
-        let exe = format!("/proc/{pid}/exe");
+        let exe = crate::process::host::host().pid_path(pid, "exe");
         let Some(file) = identify(Path::new(&exe)) else {
             // Gone already: what was known of it (its image before the exec) is stale; the
             // kernel's record of the exec names the program when it is needed.
@@ -160,7 +160,7 @@ impl GoTracker {
 
     /// Queues every process that exists now to be looked at over the next ticks.
     pub fn sweep_existing(&mut self) {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
+        let Ok(entries) = std::fs::read_dir(crate::process::host::host().proc()) else {
             return;
         };
         self.sweep.extend(

@@ -3,7 +3,7 @@
 //! it with the on-demand programs and the tracer's maps; [`NoInspection`] when the programs are
 //! not loaded; tests use a fake.
 
-use stdtrace_common::SocketState;
+use stdtrace_common::{PtyState, SocketState};
 
 use crate::report::record::LastReader;
 
@@ -64,6 +64,11 @@ pub trait Inspector {
     fn socket_state(&mut self, _pid: u32, _fd: i32) -> Option<SocketState> {
         None
     }
+
+    /// The buffers of the pty whose slave is behind fd `fd` of process `pid`.
+    fn pty_state(&mut self, _pid: u32, _fd: i32) -> Option<PtyState> {
+        None
+    }
 }
 
 /// No inspection (the tracer is not loaded): pipes' fill stays unknown.
@@ -97,6 +102,9 @@ pub mod fake {
         pub last_reader: Option<LastReader>,
         pub thread: Option<BlockedThread>,
         pub socket: Option<SocketState>,
+        pub pty: Option<PtyState>,
+        /// (pid, fd) of every pty asked about.
+        pub asked_pty: Vec<(u32, i32)>,
         /// (pid, fd) of every socket asked about.
         pub asked_socket: Vec<(u32, i32)>,
         /// (pid, fd) of every pipe asked about.
@@ -131,6 +139,11 @@ pub mod fake {
         fn socket_state(&mut self, pid: u32, fd: i32) -> Option<SocketState> {
             self.asked_socket.push((pid, fd));
             self.socket
+        }
+
+        fn pty_state(&mut self, pid: u32, fd: i32) -> Option<PtyState> {
+            self.asked_pty.push((pid, fd));
+            self.pty
         }
     }
 }

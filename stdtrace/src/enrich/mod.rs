@@ -21,6 +21,7 @@ pub mod go;
 pub mod inspector;
 pub mod namer;
 pub mod parked;
+pub mod pty;
 pub mod socket;
 
 pub use inspector::Inspector;

@@ -56,6 +56,7 @@ impl Namer {
             ByteCount::Unknown => (None, false),
         };
         WriteReport {
+            node: crate::report::record::Node::here(),
             record_type: if event.outcome.errno().is_some() {
                 RecordType::WriteError
             } else {

@@ -88,6 +88,7 @@ mod tests {
             activity: None,
             container: None,
             runtime: None,
+            blocked_write: None,
         };
         fill(&mut info, 8, 4, &[receiver], &mut inspector);
         assert_eq!(inspector.asked_socket, vec![(8, 4), (9, 3)]);

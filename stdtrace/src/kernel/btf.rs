@@ -422,6 +422,36 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, BtfError> {
     })
 }
 
+/// Reads where the tty structs keep what the pty inspection program reads. A kernel without one
+/// of them (or without n_tty in its BTF) gives an error: ptys' fill then stays unknown, and
+/// nothing else depends on it.
+pub fn tty_layout(btf: &Btf) -> Result<stdtrace_common::TtyLayout, BtfError> {
+    Ok(stdtrace_common::TtyLayout {
+        valid: 1,
+        file_dentry: btf.member_offset("file", "f_path.dentry")?,
+        dentry_fsdata: btf.member_offset("dentry", "d_fsdata")?,
+        dentry_sb: btf.member_offset("dentry", "d_sb")?,
+        super_block_magic: btf.member_offset("super_block", "s_magic")?,
+        tty_index: btf.member_offset("tty_struct", "index")?,
+        tty_link: btf.member_offset("tty_struct", "link")?,
+        tty_port: btf.member_offset("tty_struct", "port")?,
+        tty_ldisc: btf.member_offset("tty_struct", "ldisc")?,
+        tty_disc_data: btf.member_offset("tty_struct", "disc_data")?,
+        tty_flags: btf.member_offset("tty_struct", "flags")?,
+        tty_count: btf.member_offset("tty_struct", "count")?,
+        ldisc_ops: btf.member_offset("tty_ldisc", "ops")?,
+        ldisc_ops_num: btf.member_offset("tty_ldisc_ops", "num")?,
+        port_buf_head: btf.member_offset("tty_port", "buf.head")?,
+        port_mem_used: btf.member_offset("tty_port", "buf.mem_used")?,
+        port_mem_limit: btf.member_offset("tty_port", "buf.mem_limit")?,
+        buffer_next: btf.member_offset("tty_buffer", "next")?,
+        buffer_commit: btf.member_offset("tty_buffer", "commit")?,
+        buffer_read: btf.member_offset("tty_buffer", "read")?,
+        n_tty_read_head: btf.member_offset("n_tty_data", "read_head")?,
+        n_tty_read_tail: btf.member_offset("n_tty_data", "read_tail")?,
+    })
+}
+
 /// Where `struct pt_regs` keeps each general-purpose register, so that userspace can read the
 /// raw copy a [`stdtrace_common::WriteRecord`] carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -166,6 +166,7 @@ impl CallPaths {
             }
             self.reported.insert(key, count);
             changed.push(RepeatReport {
+                node: crate::report::record::Node::here(),
                 record_type: RecordType::Repeats,
                 pid: key.tgid,
                 comm: comm(key.tgid),

@@ -1,6 +1,6 @@
-//! [`Inspector`] on the loaded tracer: the on-demand programs read a pipe's `pipe_inode_info`
-//! and a blocked thread's saved registers (`BPF_PROG_TEST_RUN`), and the tracer's maps say who
-//! let go of a read end.
+//! [`Inspector`] on the loaded tracer: the on-demand programs read a pipe's `pipe_inode_info`,
+//! a socket's `struct sock`, a pty's tty buffers and a blocked thread's saved registers
+//! (`BPF_PROG_TEST_RUN`), and the tracer's maps say who let go of a read end.
 //!
 //! A pipe is reached without opening either end: `/proc/PID/fd/N` opened with `O_PATH` is a
 //! handle on the inode, which the program follows to the pipe. Holding a real read or write
@@ -12,7 +12,7 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
 };
 
-use stdtrace_common::{PAGE_SIZE, PipeState, SocketState, reader_gone};
+use stdtrace_common::{PAGE_SIZE, PipeState, PtyState, SocketState, reader_gone};
 
 use super::loader::Tracer;
 use crate::{
@@ -38,7 +38,11 @@ fn pipe_fill(state: &PipeState) -> Option<PipeFill> {
 
 /// Opens `/proc/PID/fd/N` with `O_PATH`: a handle on the inode, not an open end.
 fn open_path(pid: u32, fd: i32) -> Option<OwnedFd> {
-    let path = CString::new(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let path = crate::process::host::host().pid_path(pid, format!("fd/{fd}"));
+    let path = CString::new(std::os::unix::ffi::OsStringExt::into_vec(
+        path.into_os_string(),
+    ))
+    .ok()?;
     // SAFETY: a valid NUL-terminated path; O_PATH opens no file for reading or writing.
     let raw = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     // SAFETY: a fresh descriptor owned by nobody else.
@@ -89,6 +93,21 @@ impl Inspector for Tracer {
             Ok(_) => None,
             Err(err) => {
                 log::debug!("reading the socket of fd {fd} of pid {pid}: {err:#}");
+                None
+            }
+        }
+    }
+
+    fn pty_state(&mut self, pid: u32, fd: i32) -> Option<PtyState> {
+        let handle = open_path(pid, fd)?;
+        match self.inspect_pty(&handle) {
+            Ok(state) if state.valid != 0 => {
+                log::debug!("pty of fd {fd} of pid {pid}: {state:?}");
+                Some(state)
+            }
+            Ok(_) => None,
+            Err(err) => {
+                log::debug!("reading the pty of fd {fd} of pid {pid}: {err:#}");
                 None
             }
         }

@@ -9,7 +9,8 @@ use aya::{
     programs::{ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
 };
 use stdtrace_common::{
-    FailureKey, GoLayout, PipeState, ReaderGone, SocketState, ThreadState, TracerConfig, counter,
+    FailureKey, GoLayout, PipeState, PtyState, ReaderGone, SocketState, ThreadState, TracerConfig,
+    TtyLayout, counter,
 };
 
 use super::{
@@ -64,6 +65,7 @@ const CLOSE_TRACEPOINT: &str = "sys_enter_close";
 /// The inspection programs, run on demand and never attached.
 const INSPECT_PIPE: &str = "inspect_pipe";
 const INSPECT_SOCKET: &str = "inspect_socket";
+const INSPECT_PTY: &str = "inspect_pty";
 const INSPECT_THREAD: &str = "inspect_thread";
 
 /// Default size of the ring buffer, in bytes (a power of two, a multiple of the page size).
@@ -201,7 +203,7 @@ impl Tracer {
         let raw_write = (hook == Hook::Raw).then_some(RAW_SYS_EXIT);
         for program in LIFECYCLE_TRACEPOINTS
             .into_iter()
-            .chain([INSPECT_PIPE, INSPECT_SOCKET, INSPECT_THREAD])
+            .chain([INSPECT_PIPE, INSPECT_SOCKET, INSPECT_PTY, INSPECT_THREAD])
             .chain(raw_write)
         {
             tracer
@@ -403,6 +405,40 @@ impl Tracer {
             source,
         };
         let inspected: Array<&MapData, SocketState> = Array::try_from(map).map_err(map_error)?;
+        inspected.get(&0, 0).map_err(map_error)
+    }
+
+    /// Tells the pty inspection program where the tty structs keep their members.
+    pub fn set_tty_layout(&mut self, layout: &TtyLayout) -> Result<(), LoadError> {
+        let map_error = |source| LoadError::Map {
+            map: "TTY_LAYOUT",
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut("TTY_LAYOUT")
+            .ok_or(LoadError::MissingMap("TTY_LAYOUT"))?;
+        let mut array: Array<_, TtyLayout> = Array::try_from(map).map_err(map_error)?;
+        array.set(0, layout, 0).map_err(map_error)
+    }
+
+    /// Reads the buffers of the pty whose slave is behind `fd`, one of this process's own
+    /// descriptors (an `O_PATH` one reaches the slave's dentry without opening the tty).
+    pub fn inspect_pty(&mut self, fd: &impl AsRawFd) -> Result<PtyState, LoadError> {
+        let mut options = RawTracePointRunOptions::new();
+        options.args[0] = fd.as_raw_fd() as u64;
+        self.raw_tracepoint(INSPECT_PTY)?
+            .test_run(options)
+            .map_err(LoadError::Inspect)?;
+        let map = self
+            .ebpf
+            .map("INSPECTED_PTY")
+            .ok_or(LoadError::MissingMap("INSPECTED_PTY"))?;
+        let map_error = |source| LoadError::Map {
+            map: "INSPECTED_PTY",
+            source,
+        };
+        let inspected: Array<&MapData, PtyState> = Array::try_from(map).map_err(map_error)?;
         inspected.get(&0, 0).map_err(map_error)
     }
 

@@ -61,7 +61,10 @@ pub fn parse_syscall(text: &str) -> Option<SyscallState> {
 
 /// A thread's system call, or None if it is gone or not readable.
 pub fn syscall_of(pid: u32, tid: u32) -> Option<SyscallState> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let text = std::fs::read_to_string(
+        crate::process::host::host().pid_path(pid, format!("task/{tid}/syscall")),
+    )
+    .ok()?;
     parse_syscall(&text)
 }
 
@@ -109,12 +112,17 @@ pub fn of_process(pid: u32, fds: &[i32]) -> Option<Activity> {
 
 /// What thread `tid` of `pid` is doing.
 pub fn of_thread(pid: u32, tid: u32, fds: &[i32]) -> Option<Activity> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let stat = std::fs::read_to_string(
+        crate::process::host::host().pid_path(pid, format!("task/{tid}/stat")),
+    )
+    .ok()?;
     let state = parse_stat_state(&stat)?;
-    let wchan = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
-        .ok()
-        .map(|text| text.trim().to_owned())
-        .filter(|text| !text.is_empty() && text != "0");
+    let wchan = std::fs::read_to_string(
+        crate::process::host::host().pid_path(pid, format!("task/{tid}/wchan")),
+    )
+    .ok()
+    .map(|text| text.trim().to_owned())
+    .filter(|text| !text.is_empty() && text != "0");
     let (syscall, reading, blocked) = match syscall_of(pid, tid) {
         Some(SyscallState::In { number, args, .. }) => {
             let name = syscalls::name(number)

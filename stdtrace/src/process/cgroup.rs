@@ -20,8 +20,6 @@
 //! The bytes are untrusted (any process can be named here, and paths are not UTF-8 by law):
 //! parsing never panics, and anything not recognized is simply not a container.
 
-use std::path::Path;
-
 use crate::report::record::Runtime;
 
 /// `/proc/PID/cgroup` is a few hundred bytes; more is not a cgroup file.
@@ -125,9 +123,9 @@ pub fn parse(bytes: &[u8]) -> Option<ContainerCgroup> {
 }
 
 /// Reads `/proc/PID/cgroup` under `root` (the host's root: `/`, or where it is mounted).
-pub fn read(root: &Path, pid: u32) -> std::io::Result<Option<ContainerCgroup>> {
+pub fn read(root: &super::host::HostRoot, pid: u32) -> std::io::Result<Option<ContainerCgroup>> {
     use std::io::Read;
-    let file = std::fs::File::open(root.join(format!("proc/{pid}/cgroup")))?;
+    let file = std::fs::File::open(root.pid_path(pid, "cgroup"))?;
     let mut bytes = Vec::new();
     file.take(MAX_CGROUP_FILE).read_to_end(&mut bytes)?;
     Ok(parse(&bytes))

@@ -167,6 +167,13 @@ pub fn pts_number(rdev: DeviceId) -> Option<u32> {
         .then(|| (rdev.major - PTY_SLAVE_MAJORS.start()) * 256 + rdev.minor)
 }
 
+/// The inode behind `pid`'s fd `fd`, from procfs (`stat` follows the fd's link).
+pub fn identity_of(pid: u32, fd: i32) -> Option<FileIdentity> {
+    std::fs::metadata(crate::process::host::host().pid_path(pid, format!("fd/{fd}")))
+        .ok()
+        .map(|metadata| FileIdentity::from_metadata(&metadata))
+}
+
 /// Describes the target of `pid`'s fd `fd`: from what the kernel saw when there is that, with
 /// the link from procfs when the process is still there.
 pub fn describe(
@@ -175,14 +182,12 @@ pub fn describe(
     kernel_view: Option<&FileIdentity>,
     special: &SpecialDevices,
 ) -> FdTarget {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+    let link = std::fs::read_link(crate::process::host::host().pid_path(pid, format!("fd/{fd}")))
         .ok()
         .map(|path| path.to_string_lossy().into_owned());
     let identity = match kernel_view {
         Some(identity) => Some(*identity),
-        None => std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
-            .ok()
-            .map(|metadata| FileIdentity::from_metadata(&metadata)),
+        None => identity_of(pid, fd),
     };
     let Some(identity) = identity else {
         return FdTarget {
@@ -199,6 +204,8 @@ pub fn describe(
             queued: None,
             socket: None,
             last_reader: None,
+            pty: None,
+            master: None,
             unknown: Some(format!("fd {fd} of pid {pid} could not be looked at")),
         };
     };
@@ -224,6 +231,8 @@ pub fn describe(
             .then(|| super::socket::describe(pid, identity.ino))
             .flatten(),
         last_reader: None,
+        pty: None,
+        master: None,
         unknown: None,
     }
 }
@@ -235,8 +244,12 @@ pub enum HolderQuery {
     Pipe(u64),
     /// A named FIFO, by its file system's device and inode.
     Fifo { dev: (u32, u32), ino: u64 },
-    /// The master side of `/dev/pts/N`.
-    PtyMaster(u32),
+    /// The master side of pty `index` of the devpts instance `devpts` (each container has its
+    /// own, numbered from 0 again); any instance when that is not known.
+    PtyMaster {
+        index: u32,
+        devpts: Option<(u32, u32)>,
+    },
     /// A socket, by inode: the other end of a unix socket or of a loopback connection.
     Socket(u64),
 }
@@ -250,7 +263,10 @@ impl HolderQuery {
                 dev: (identity.dev.major, identity.dev.minor),
                 ino: identity.ino,
             }),
-            TargetKind::Pty => target.pts.map(HolderQuery::PtyMaster),
+            TargetKind::Pty => target.pts.map(|index| HolderQuery::PtyMaster {
+                index,
+                devpts: identity.map(|identity| (identity.dev.major, identity.dev.minor)),
+            }),
             TargetKind::Socket => target
                 .socket
                 .as_ref()
@@ -291,9 +307,9 @@ pub fn find_holders(queries: &[HolderQuery], exclude: u32) -> BTreeMap<HolderQue
         .any(|query| matches!(query, HolderQuery::Fifo { .. }));
     let wants_ptys = queries
         .iter()
-        .any(|query| matches!(query, HolderQuery::PtyMaster(_)));
+        .any(|query| matches!(query, HolderQuery::PtyMaster { .. }));
 
-    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+    let Ok(proc_dir) = std::fs::read_dir(crate::process::host::host().proc()) else {
         return answers;
     };
     for entry in proc_dir.flatten() {
@@ -307,7 +323,7 @@ pub fn find_holders(queries: &[HolderQuery], exclude: u32) -> BTreeMap<HolderQue
         if pid == exclude {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        let Ok(fds) = std::fs::read_dir(crate::process::host::host().pid_path(pid, "fd")) else {
             continue;
         };
         let mut comm = None;
@@ -326,7 +342,13 @@ pub fn find_holders(queries: &[HolderQuery], exclude: u32) -> BTreeMap<HolderQue
             let query = if let Some(query) = links.get(link.as_ref()) {
                 Some(query.clone())
             } else if wants_ptys && (link == "/dev/ptmx" || link == "/dev/pts/ptmx") {
-                tty_index(pid, fd).map(HolderQuery::PtyMaster)
+                tty_index(pid, fd).and_then(|index| {
+                    let devpts = master_devpts(pid, &fd_entry.path(), &link);
+                    [devpts, None]
+                        .into_iter()
+                        .map(|devpts| HolderQuery::PtyMaster { index, devpts })
+                        .find(|query| answers.contains_key(query))
+                })
             } else if wants_fifos && link.starts_with('/') {
                 std::fs::metadata(fd_entry.path())
                     .ok()
@@ -348,7 +370,7 @@ pub fn find_holders(queries: &[HolderQuery], exclude: u32) -> BTreeMap<HolderQue
             let access = match query {
                 // Reading the master side is what drains a pty; reading the other end of a
                 // socket is what drains it.
-                HolderQuery::PtyMaster(_) | HolderQuery::Socket(_) => Some(Access::Read),
+                HolderQuery::PtyMaster { .. } | HolderQuery::Socket(_) => Some(Access::Read),
                 _ => access_mode(pid, fd),
             };
             let comm = comm
@@ -381,6 +403,7 @@ fn add_peer(peers: &mut Vec<Peer>, pid: u32, comm: &str, fd: i32) {
             activity: None,
             container: None,
             runtime: None,
+            blocked_write: None,
         }),
     }
 }
@@ -399,7 +422,9 @@ fn fdinfo_flags(text: &str) -> Option<u32> {
 }
 
 fn access_mode(pid: u32, fd: i32) -> Option<Access> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let text =
+        std::fs::read_to_string(crate::process::host::host().pid_path(pid, format!("fdinfo/{fd}")))
+            .ok()?;
     match fdinfo_flags(&text)? & O_ACCMODE {
         0 => Some(Access::Read),
         1 => Some(Access::Write),
@@ -408,9 +433,24 @@ fn access_mode(pid: u32, fd: i32) -> Option<Access> {
     }
 }
 
+/// The devpts instance a master fd belongs to: its own file system when it was opened as
+/// `/dev/pts/ptmx` (a container's runtime does so), else the `/dev/pts` its holder sees (a
+/// `/dev/ptmx` device node opens the instance mounted there).
+fn master_devpts(pid: u32, fd_path: &std::path::Path, link: &str) -> Option<(u32, u32)> {
+    let metadata = if link == "/dev/pts/ptmx" {
+        std::fs::metadata(fd_path)
+    } else {
+        std::fs::metadata(crate::process::host::host().pid_path(pid, "root/dev/pts/ptmx"))
+    };
+    let dev = DeviceId::from_stat(metadata.ok()?.dev());
+    Some((dev.major, dev.minor))
+}
+
 /// The `tty-index:` line the kernel adds to the fdinfo of a `/dev/ptmx` fd.
 fn tty_index(pid: u32, fd: i32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let text =
+        std::fs::read_to_string(crate::process::host::host().pid_path(pid, format!("fdinfo/{fd}")))
+            .ok()?;
     status::field(&text, "tty-index")?.parse().ok()
 }
 

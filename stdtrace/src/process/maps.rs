@@ -82,7 +82,7 @@ pub struct ProcessMaps {
 impl ProcessMaps {
     /// Reads `/proc/PID/maps`.
     pub fn read(pid: u32) -> std::io::Result<Self> {
-        let text = std::fs::read(format!("/proc/{pid}/maps"))?;
+        let text = std::fs::read(crate::process::host::host().pid_path(pid, "maps"))?;
         Ok(Self::parse(pid, &text))
     }
 

@@ -12,7 +12,7 @@ use crate::events::StackSnapshot;
 pub fn read_stack(pid: u32, sp: u64) -> StackSnapshot {
     let base = sp & !(PAGE_SIZE as u64 - 1);
     let mut bytes = Vec::with_capacity(STACK_PAGES * PAGE_SIZE);
-    if let Ok(mem) = File::open(format!("/proc/{pid}/mem")) {
+    if let Ok(mem) = File::open(crate::process::host::host().pid_path(pid, "mem")) {
         let mut page = vec![0u8; PAGE_SIZE];
         for index in 0..STACK_PAGES as u64 {
             match mem.read_exact_at(&mut page, base + index * PAGE_SIZE as u64) {
@@ -27,7 +27,7 @@ pub fn read_stack(pid: u32, sp: u64) -> StackSnapshot {
 
 /// Reads `len` bytes at `address` of process `pid`.
 pub fn read(pid: u32, address: u64, len: usize) -> Option<Vec<u8>> {
-    let mem = File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mem = File::open(crate::process::host::host().pid_path(pid, "mem")).ok()?;
     let mut bytes = vec![0u8; len];
     mem.read_exact_at(&mut bytes, address).ok()?;
     Some(bytes)
@@ -42,7 +42,7 @@ pub struct ProcessMemory {
 impl ProcessMemory {
     pub fn open(pid: u32) -> std::io::Result<Self> {
         Ok(Self {
-            mem: File::open(format!("/proc/{pid}/mem"))?,
+            mem: File::open(crate::process::host::host().pid_path(pid, "mem"))?,
         })
     }
 

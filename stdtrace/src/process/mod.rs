@@ -4,6 +4,7 @@ pub mod activity;
 pub mod address_space;
 pub mod cgroup;
 pub mod fd;
+pub mod host;
 pub mod maps;
 pub mod memory;
 pub mod own_usage;

@@ -29,7 +29,9 @@ pub fn describe(pid: u32, inode: u64) -> Option<SocketInfo> {
         ("udp", "udp"),
         ("udp6", "udp6"),
     ] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+        let Ok(text) = std::fs::read_to_string(
+            crate::process::host::host().pid_path(pid, format!("net/{file}")),
+        ) else {
             continue;
         };
         if let Some(info) = find_inet(&text, family, inode) {

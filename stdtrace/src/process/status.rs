@@ -15,19 +15,19 @@ pub fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
 
 /// A process's command name, or None if it is gone.
 pub fn comm(pid: u32) -> Option<String> {
-    let text = std::fs::read(format!("/proc/{pid}/comm")).ok()?;
+    let text = std::fs::read(crate::process::host::host().pid_path(pid, "comm")).ok()?;
     let text = String::from_utf8_lossy(&text);
     Some(text.trim_end_matches('\n').to_owned())
 }
 
 /// Whether a process (or thread) still exists.
 pub fn exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    std::path::Path::new(&crate::process::host::host().pid(pid)).exists()
 }
 
 /// The thread ids of process `pid` (`/proc/PID/task`); empty if it is gone.
 pub fn threads(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+    std::fs::read_dir(crate::process::host::host().pid_path(pid, "task"))
         .map(|tasks| {
             tasks
                 .flatten()
@@ -39,7 +39,7 @@ pub fn threads(pid: u32) -> Vec<u32> {
 
 /// Every process id in `/proc`.
 pub fn all_processes() -> Vec<u32> {
-    std::fs::read_dir("/proc")
+    std::fs::read_dir(crate::process::host::host().proc())
         .map(|entries| {
             entries
                 .flatten()

@@ -86,6 +86,8 @@ fn add(into: &mut Summary, other: Summary) {
 /// counted (nothing of the events dropped, nor of the kernel's counters).
 fn counted<'a>(items: impl Iterator<Item = &'a Item>) -> Summary {
     let mut summary = Summary {
+        // Not this node: the recording's records say where they were made.
+        node: crate::report::record::Node::default(),
         record_type: RecordType::Summary,
         duration_ms: 0,
         stopped: NO_SUMMARY.into(),
@@ -224,6 +226,7 @@ mod tests {
     fn without_a_summary_one_is_counted_from_the_records() {
         let first = samples::report();
         let repeats = RepeatReport {
+            node: crate::report::record::Node::here(),
             record_type: RecordType::Repeats,
             pid: first.pid,
             comm: first.comm.clone(),

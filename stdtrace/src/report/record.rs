@@ -10,11 +10,15 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+mod chain;
 mod container;
+pub mod node;
 mod snapshot;
 
 pub use self::{
+    chain::{ChainedWrite, MAX_CHAIN_DEPTH, MasterSide, PtyBuffers},
     container::{Container, OutputSink, Pod, Runtime, RuntimeRole},
+    node::Node,
     snapshot::{GoroutineRecord, SnapshotSummary},
 };
 pub use crate::errno::Errno;
@@ -154,6 +158,9 @@ pub struct GoReport {
 pub struct WriteReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     /// CLOCK_MONOTONIC nanoseconds: the syscall's exit, or when a stuck write was seen.
     pub ts_ns: u64,
     pub pid: u32,
@@ -271,6 +278,9 @@ pub struct KernelCounters {
 pub struct Summary {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     /// How long tracing ran, in milliseconds.
     pub duration_ms: u64,
     /// Why tracing stopped.
@@ -341,6 +351,9 @@ pub struct Header {
 pub struct RepeatReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     pub pid: u32,
     pub comm: String,
     pub syscall: Name,
@@ -366,6 +379,9 @@ pub struct SenderReport {
 pub struct SigpipeReport {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     /// When the (first) SIGPIPE was generated.
     pub ts_ns: u64,
     pub pid: u32,
@@ -433,6 +449,9 @@ pub struct Peer {
     /// `sends_to` that container's output.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeRole>,
+    /// It is itself blocked writing: that write, described (a chain of stuck writers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_write: Option<Box<ChainedWrite>>,
 }
 
 /// The process that held a pipe's read end last and let it go, as the kernel remembered it.
@@ -491,6 +510,17 @@ pub struct FdTarget {
     /// For a pipe nobody reads any more: who held the read end last, and when it let go.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_reader: Option<LastReader>,
+    /// For a pty slave: its kernel buffers toward the master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pty: Option<PtyBuffers>,
+    /// For a pty slave: the process holding the master side and what it is doing (also among
+    /// `readers`, where a chain continues); `null` when no process holds it.
+    #[serde(
+        default,
+        deserialize_with = "chain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub master: Option<MasterSide>,
     /// Why something could not be found out, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
@@ -599,6 +629,7 @@ pub mod samples {
 
     pub fn report() -> WriteReport {
         WriteReport {
+            node: Node("node-1".into()),
             record_type: RecordType::WriteError,
             ts_ns: 1,
             pid: 812,
@@ -626,6 +657,8 @@ pub mod samples {
                 queued: None,
                 socket: None,
                 last_reader: None,
+                pty: None,
+                master: None,
                 readers: Some(vec![]),
                 writers: Some(vec![Peer {
                     pid: 812,
@@ -634,6 +667,7 @@ pub mod samples {
                     activity: None,
                     container: None,
                     runtime: None,
+                    blocked_write: None,
                 }]),
                 unknown: None,
             },

@@ -236,6 +236,7 @@ mod tests {
         blocked.duration_ms = Some(2000);
         blocked.ts_ns = 3_000_000_000;
         let sigpipe = SigpipeReport {
+            node: crate::report::record::Node::here(),
             record_type: RecordType::Sigpipe,
             ts_ns: 5_000_000_000,
             pid: 812,

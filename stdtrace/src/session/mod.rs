@@ -73,6 +73,7 @@ pub async fn run(config: Config) -> Result<i32> {
     let btf = Btf::from_path(&config.btf)?;
     let layout = btf::kernel_layout(&btf).context("reading kernel struct offsets from BTF")?;
     let regs_layout = RegsLayout::from_btf(&btf).context("reading struct pt_regs from BTF")?;
+    let tty_layout = btf::tty_layout(&btf);
     drop(btf);
     tracefs::ensure_mounted()?;
 
@@ -85,6 +86,12 @@ pub async fn run(config: Config) -> Result<i32> {
     }
     tracer_config.slow_ns = u64::try_from(config.slow.as_nanos()).unwrap_or(u64::MAX);
     let mut tracer = Tracer::load(&tracer_config, DEFAULT_RING_BYTES, config.hook)?;
+    match tty_layout {
+        Ok(layout) => tracer.set_tty_layout(&layout)?,
+        Err(err) => {
+            log::warn!("ptys' fill will not be known: reading the tty structs from BTF: {err}")
+        }
+    }
 
     // Targets go in before anything is attached; a launched command is held until then.
     let mut go = GoTracker::new(match tracer.take_go_processes() {

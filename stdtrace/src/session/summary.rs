@@ -157,6 +157,7 @@ pub fn build(ending: Ending, told: Told<'_>) -> Summary {
         *count = (*count).max(total.failures);
     }
     Summary {
+        node: crate::report::record::Node::here(),
         record_type: RecordType::Summary,
         duration_ms: ending.elapsed.as_millis() as u64,
         stopped: ending.stop.describe().into(),

@@ -53,6 +53,7 @@ pub fn goroutines(
                 _ => None,
             };
             GoroutineRecord {
+                node: crate::report::record::Node::here(),
                 record_type: RecordType::Goroutine,
                 pid,
                 comm: comm.clone(),

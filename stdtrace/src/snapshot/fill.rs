@@ -69,7 +69,8 @@ impl Inspector for WriteEndInspector {
 /// The open flags of `pid`'s fd `fd`, from `/proc/PID/fdinfo/FD` (octal).
 fn fd_flags(pid: u32, fd: i32) -> Result<u32, FillError> {
     let text =
-        std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).map_err(FillError::Flags)?;
+        std::fs::read_to_string(crate::process::host::host().pid_path(pid, format!("fdinfo/{fd}")))
+            .map_err(FillError::Flags)?;
     parse_fdinfo_flags(&text).ok_or_else(|| {
         FillError::Flags(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -67,11 +67,12 @@ impl GoroutineState {
 impl GoRuntime {
     /// Reads the runtime layout of the program `pid` runs.
     pub fn of_process(pid: u32) -> Result<GoRuntime, String> {
-        let exe = format!("/proc/{pid}/exe");
-        let file = std::fs::File::open(&exe).map_err(|err| format!("opening {exe}: {err}"))?;
+        let exe = crate::process::host::host().pid_path(pid, "exe");
+        let file =
+            std::fs::File::open(&exe).map_err(|err| format!("opening {}: {err}", exe.display()))?;
         // SAFETY: a private read-only mapping, parsed as untrusted input.
-        let bytes =
-            unsafe { memmap2::Mmap::map(&file) }.map_err(|err| format!("mapping {exe}: {err}"))?;
+        let bytes = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|err| format!("mapping {}: {err}", exe.display()))?;
         let elf = ElfImage::parse(&bytes).map_err(|err| err.to_string())?;
         let binary = GoBinary::from_elf(&elf).map_err(|err| err.to_string())?;
         let (offsets, m_g0) = match &binary.layout {

@@ -54,6 +54,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<i32> {
     };
 
     let mut summary = SnapshotSummary {
+        node: crate::report::record::Node::here(),
         record_type: RecordType::SnapshotSummary,
         duration_ms: 0,
         processes: 0,

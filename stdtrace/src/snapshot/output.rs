@@ -176,6 +176,7 @@ mod tests {
 
     fn summary(pids: Vec<u32>, blocked: usize) -> SnapshotSummary {
         SnapshotSummary {
+            node: crate::report::record::Node("node-1".into()),
             record_type: RecordType::SnapshotSummary,
             duration_ms: 12,
             processes: 1,
@@ -196,7 +197,7 @@ mod tests {
         assert!(render_summary(&summary(vec![], 2)).starts_with("snapshot: 2 threads blocked"));
         let json = serde_json::to_string(&summary(vec![1, 2], 1)).unwrap();
         assert!(
-            json.starts_with(r#"{"type":"snapshot_summary","duration_ms":12"#),
+            json.starts_with(r#"{"type":"snapshot_summary","node":"node-1","duration_ms":12"#),
             "{json}"
         );
     }

@@ -46,11 +46,11 @@ pub struct BlockedWriter {
 
 /// Every thread of `pid` blocked in a write right now, and how many threads were looked at.
 pub fn blocked_writers(pid: u32) -> Result<(Vec<BlockedWriter>, usize), ScanError> {
-    if !std::path::Path::new(&format!("/proc/{pid}/task")).exists() {
+    if !std::path::Path::new(&crate::process::host::host().pid_path(pid, "task")).exists() {
         return Err(ScanError::NoSuchProcess(pid));
     }
     // A thread id names its process.
-    let pid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let pid = std::fs::read_to_string(crate::process::host::host().pid_path(pid, "status"))
         .ok()
         .and_then(|text| status::field(&text, "Tgid")?.parse().ok())
         .unwrap_or(pid);
@@ -125,7 +125,7 @@ pub fn blocked_writers(pid: u32) -> Result<(Vec<BlockedWriter>, usize), ScanErro
 /// Reading a thread's syscall and memory takes the right to attach (`PTRACE_MODE_ATTACH`):
 /// find out once, up front, with the clear error.
 fn check_access(pid: u32) -> Result<(), ScanError> {
-    let path = format!("/proc/{pid}/syscall");
+    let path = crate::process::host::host().pid_path(pid, "syscall");
     match std::fs::read_to_string(&path) {
         Ok(_) => Ok(()),
         Err(err) if err.kind() == ErrorKind::NotFound => Err(ScanError::NoSuchProcess(pid)),
@@ -135,12 +135,18 @@ fn check_access(pid: u32) -> Result<(), ScanError> {
         }),
         // A kernel thread has no user context to report on.
         Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-        Err(source) => Err(ScanError::Read { path, source }),
+        Err(source) => Err(ScanError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 
 fn read_syscall(pid: u32, tid: u32) -> Option<SyscallState> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let text = std::fs::read_to_string(
+        crate::process::host::host().pid_path(pid, format!("task/{tid}/syscall")),
+    )
+    .ok()?;
     parse_syscall(&text)
 }
 
@@ -202,11 +208,16 @@ fn sum_iovecs(bytes: &[u8]) -> u64 {
 /// moved there for the reading (never the target), and its clock can lag now by up to a tick,
 /// which only makes the bound lower.
 fn blocked_for_ns(pid: u32, tid: u32) -> Option<u64> {
-    let theirs = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    let theirs = std::fs::read_to_string(
+        crate::process::host::host().pid_path(pid, format!("task/{tid}/sched")),
+    )
+    .ok()?;
     let theirs = exec_start_ns(&theirs)?;
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
-        .ok()
-        .and_then(|stat| last_cpu(&stat));
+    let cpu = std::fs::read_to_string(
+        crate::process::host::host().pid_path(pid, format!("task/{tid}/stat")),
+    )
+    .ok()
+    .and_then(|stat| last_cpu(&stat));
     let ours = on_cpu(cpu, || {
         exec_start_ns(&std::fs::read_to_string("/proc/thread-self/sched").ok()?)
     })?;

@@ -114,7 +114,7 @@ pub(crate) fn in_process_root(pid: u32, path: &Path) -> Option<PathBuf> {
     if !path.is_absolute() {
         return None;
     }
-    let mut rooted = OsString::from(format!("/proc/{pid}/root"));
+    let mut rooted = OsString::from(crate::process::host::host().pid_path(pid, "root"));
     rooted.push(path.as_os_str());
     Some(PathBuf::from(rooted))
 }
@@ -128,10 +128,10 @@ pub(crate) fn open_mapped(pid: u32, mapping: &Mapping) -> Result<OpenedFile, Mis
     let Some(path) = mapping.path() else {
         return Err(Miss::Anonymous);
     };
-    let map_files = PathBuf::from(format!(
-        "/proc/{pid}/map_files/{:x}-{:x}",
-        mapping.start, mapping.end
-    ));
+    let map_files = crate::process::host::host().pid_path(
+        pid,
+        format!("map_files/{:x}-{:x}", mapping.start, mapping.end),
+    );
     let mut errors = Vec::new();
     match open_identified(&map_files) {
         Ok(opened) => return Ok(opened),
@@ -154,7 +154,7 @@ pub(crate) fn open_mapped(pid: u32, mapping: &Mapping) -> Result<OpenedFile, Mis
         Err(Miss::ObjectReplaced {
             path: path.to_path_buf(),
         })
-    } else if !Path::new(&format!("/proc/{pid}")).exists() {
+    } else if !Path::new(&crate::process::host::host().pid(pid)).exists() {
         Err(Miss::ProcessGone)
     } else {
         Err(Miss::ObjectUnreadable {

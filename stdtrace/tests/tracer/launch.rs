@@ -6,7 +6,7 @@ use std::{io::Write, path::PathBuf, process::Stdio, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    Announced, C_CALLERS, EAGAINS, EPIPES, Peers, announced, assert_repeats, c_writer,
+    Announced, C_CALLERS, Drops, EAGAINS, EPIPES, Peers, announced, assert_repeats, c_writer,
     can_run::{self, Need},
     check_failed_writes, fixtures,
     stdtrace::{self, StderrLines, assert_calls, json_lines, write_errors},
@@ -67,7 +67,14 @@ fn launch_held(writer: &std::path::Path) -> (Vec<Value>, Announced, Option<i32>)
 fn launch_and_check(frame_pointers: bool) {
     let (records, fixture, code) = launch_held(&c_writer(frame_pointers));
     assert_eq!(code, Some(0));
-    check_failed_writes(&records, &fixture, C_CALLERS.0, C_CALLERS.1, Peers::Alive);
+    check_failed_writes(
+        &records,
+        &fixture,
+        C_CALLERS.0,
+        C_CALLERS.1,
+        Peers::Alive,
+        Drops::None,
+    );
     let summary = records.last().unwrap();
     assert_eq!(summary["command"]["pid"], fixture.pid);
     assert_eq!(summary["command"]["exit_code"], 0);
@@ -113,7 +120,14 @@ fn launch_c_writer_that_exits_at_once() {
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
     let fixture = announced(&stderr, "failing_writes:");
     let records = json_lines(&output.stdout);
-    check_failed_writes(&records, &fixture, C_CALLERS.0, C_CALLERS.1, Peers::Gone);
+    check_failed_writes(
+        &records,
+        &fixture,
+        C_CALLERS.0,
+        C_CALLERS.1,
+        Peers::Gone,
+        Drops::None,
+    );
 }
 
 #[test]

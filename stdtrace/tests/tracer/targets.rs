@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::{
-    C_CALLERS, EAGAINS, EPIPES, Peers, announced, c_writer,
+    C_CALLERS, Drops, EAGAINS, EPIPES, Peers, announced, c_writer,
     can_run::{self, Need},
     check_failed_writes,
     stdtrace::{self, StderrLines},
@@ -65,6 +65,7 @@ fn attach_to_a_running_c_writer() {
         C_CALLERS.0,
         C_CALLERS.1,
         Peers::Alive,
+        Drops::None,
     );
     assert_eq!(records.last().unwrap()["stopped"], "every target exited");
 }
@@ -116,6 +117,7 @@ fn node_wide_sees_a_writer_it_did_not_start() {
         C_CALLERS.0,
         C_CALLERS.1,
         Peers::Alive,
+        Drops::Elsewhere,
     );
     assert_eq!(records.last().unwrap()["stopped"], "interrupted");
 }

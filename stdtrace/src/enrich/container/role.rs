@@ -15,7 +15,7 @@
 use std::{os::unix::fs::FileTypeExt, path::Path};
 
 use crate::{
-    process::status,
+    process::{host::HostRoot, status},
     report::record::{OutputSink, Runtime},
 };
 
@@ -112,8 +112,8 @@ fn option(args: &[String], names: &[&str]) -> Option<String> {
 }
 
 /// Reads what `/proc/PID` says of a process, under the host root.
-pub fn of_process(root: &Path, pid: u32) -> Option<RuntimeProcess> {
-    let proc = root.join(format!("proc/{pid}"));
+pub fn of_process(root: &HostRoot, pid: u32) -> Option<RuntimeProcess> {
+    let proc = root.pid(pid);
     let comm = std::fs::read(proc.join("comm")).ok()?;
     let comm = String::from_utf8_lossy(&comm);
     let cmdline = std::fs::read(proc.join("cmdline")).ok()?;
@@ -122,8 +122,8 @@ pub fn of_process(root: &Path, pid: u32) -> Option<RuntimeProcess> {
 
 /// Where a runtime process sends a container's output, from its fds: log files it has open
 /// for writing, and the containers' stdio FIFOs (containerd's `.../io/<n>/<id>-stdout`).
-pub fn sinks(root: &Path, pid: u32, container_id: Option<&str>) -> Vec<OutputSink> {
-    let dir = root.join(format!("proc/{pid}/fd"));
+pub fn sinks(root: &HostRoot, pid: u32, container_id: Option<&str>) -> Vec<OutputSink> {
+    let dir = root.pid_path(pid, "fd");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -173,8 +173,8 @@ pub fn sinks(root: &Path, pid: u32, container_id: Option<&str>) -> Vec<OutputSin
 }
 
 /// Whether fd `fd` of `pid` is open for writing (`flags:` in fdinfo, octal).
-fn writes(root: &Path, pid: u32, fd: i32) -> bool {
-    let Ok(text) = std::fs::read_to_string(root.join(format!("proc/{pid}/fdinfo/{fd}"))) else {
+fn writes(root: &HostRoot, pid: u32, fd: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(root.pid_path(pid, format!("fdinfo/{fd}"))) else {
         return false;
     };
     status::field(&text, "flags")
@@ -316,6 +316,6 @@ mod tests {
 
     #[test]
     fn this_process_sends_nothing() {
-        assert!(sinks(Path::new("/"), std::process::id(), Some(ID)).is_empty());
+        assert!(sinks(&HostRoot::default(), std::process::id(), Some(ID)).is_empty());
     }
 }

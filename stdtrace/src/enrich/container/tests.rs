@@ -335,9 +335,18 @@ fn parent_pids_survive_hostile_comms() {
     let host = HostRoot::new("stat");
     host.write("proc/5/stat", b"5 (a) b) S 3 5 5");
     host.write("proc/6/stat", b"6 (\xff");
-    assert_eq!(parent_of(&host.0, 5), Some(3));
-    assert_eq!(parent_of(&host.0, 6), None);
-    assert_eq!(parent_of(&host.0, 7), None);
+    assert_eq!(
+        parent_of(&crate::process::host::HostRoot::new(&host.0), 5),
+        Some(3)
+    );
+    assert_eq!(
+        parent_of(&crate::process::host::HostRoot::new(&host.0), 6),
+        None
+    );
+    assert_eq!(
+        parent_of(&crate::process::host::HostRoot::new(&host.0), 7),
+        None
+    );
 }
 
 /// Deterministic mutations of podman's real config.json: parsed or refused, never a panic.

@@ -3,13 +3,16 @@
 
 use serde::Serialize;
 
-use super::{CreatedBy, FrameReport, RecordType};
+use super::{CreatedBy, FrameReport, Node, RecordType};
 
 /// `{"type":"goroutine",...}`: one goroutine of a Go process, from `snapshot --goroutines`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GoroutineRecord {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     pub pid: u32,
     pub comm: String,
     /// As `runtime.Stack` prints it.
@@ -40,6 +43,9 @@ pub struct GoroutineRecord {
 pub struct SnapshotSummary {
     #[serde(rename = "type")]
     pub record_type: RecordType,
+    /// The node it was made on (`NODE_NAME`, else the host name).
+    #[serde(default, skip_serializing_if = "Node::is_unknown")]
+    pub node: Node,
     /// How long the snapshot took.
     pub duration_ms: u64,
     /// Processes looked at (readable), and those that could not be read (node-wide only:

@@ -29,7 +29,7 @@ fn write_error_schema() {
     assert_eq!(
         value,
         json!({
-            "type": "write_error", "ts_ns": 5, "pid": 812, "tid": 813, "comm": "writer",
+            "type": "write_error", "node": "node-1", "ts_ns": 5, "pid": 812, "tid": 813, "comm": "writer",
             "syscall": "write", "fd": 4, "errno": "EPIPE", "count": 1,
             "target": {
                 "kind": "pipe", "inode": 40213, "path": "pipe:[40213]", "nonblocking": false,
@@ -69,6 +69,7 @@ fn write_error_schema() {
 #[test]
 fn summary_schema() {
     let summary = Summary {
+        node: Node("node-1".into()),
         record_type: RecordType::Summary,
         duration_ms: 1203,
         stopped: "the command exited".into(),
@@ -119,7 +120,7 @@ fn summary_schema() {
     assert_eq!(
         serde_json::to_value(summary).unwrap(),
         json!({
-            "type": "summary", "duration_ms": 1203, "stopped": "the command exited",
+            "type": "summary", "node": "node-1", "duration_ms": 1203, "stopped": "the command exited",
             "failed_writes": 11, "reported": 8, "dropped": 0, "repeats": 3,
             "totals": [{"pid": 812, "comm": "writer", "fd": 4, "errno": "EPIPE",
                         "syscall": "write", "failures": 5}],
@@ -217,6 +218,7 @@ fn container_and_role_schema() {
                 fd: 6,
             }],
         }),
+        blocked_write: None,
     }]);
     let value = serde_json::to_value(report).unwrap();
     assert_eq!(

@@ -103,6 +103,7 @@ mod tests {
                     fd: 6,
                 }],
             }),
+            blocked_write: None,
         };
         assert_eq!(
             role(&peer),

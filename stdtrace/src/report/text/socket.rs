@@ -123,6 +123,7 @@ mod tests {
                 }),
                 container: None,
                 runtime: None,
+                blocked_write: None,
             }]),
             pts: None,
             nonblocking: Some(false),
@@ -133,6 +134,8 @@ mod tests {
             queued: None,
             socket: None,
             last_reader: None,
+            pty: None,
+            master: None,
             unknown: None,
         };
         let socket = SocketInfo {
