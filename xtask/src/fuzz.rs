@@ -343,27 +343,6 @@ fn final_stat(log: &str, name: &str) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn final_stats_are_read() {
-        let log = "#2048\tDONE\nstat::number_of_executed_units: 2048\nstat::peak_rss_mb: 40\n";
-        assert_eq!(
-            final_stat(log, "stat::number_of_executed_units"),
-            Some(2048)
-        );
-        assert_eq!(final_stat(log, "stat::missing"), None);
-        assert_eq!(
-            fuzzing_seconds("INFO: x\nDone 2048 runs in 61 second(s)\n"),
-            Some(61)
-        );
-        assert_eq!(fuzzing_seconds("nothing"), None);
-    }
-}
-
-/// Recordings as `stdtrace record` writes them: a header, records, a summary, and a cut one.
 /// `Accept` headers as Prometheus, curl and browsers send them, and `--metrics-labels` lists.
 fn metrics_accept_seeds() -> Vec<Vec<u8>> {
     [
@@ -379,6 +358,7 @@ fn metrics_accept_seeds() -> Vec<Vec<u8>> {
     .collect()
 }
 
+/// Recordings as `stdtrace record` writes them: a header, records, a summary, and a cut one.
 fn recording_seeds() -> Vec<Vec<u8>> {
     let whole = concat!(
         r#"{"type":"header","schema":1,"stdtrace":"0.1.0","recording":"1-2","file":0,"kernel":"6.18.0","node":"n","host":"h","boot_id":"b","options":["record"],"wall_minus_monotonic_ns":1,"ts_ns":5}"#,
@@ -417,4 +397,24 @@ fn container_seeds(seeds: &Seeds) -> Vec<Vec<u8>> {
         .concat(),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_stats_are_read() {
+        let log = "#2048\tDONE\nstat::number_of_executed_units: 2048\nstat::peak_rss_mb: 40\n";
+        assert_eq!(
+            final_stat(log, "stat::number_of_executed_units"),
+            Some(2048)
+        );
+        assert_eq!(final_stat(log, "stat::missing"), None);
+        assert_eq!(
+            fuzzing_seconds("INFO: x\nDone 2048 runs in 61 second(s)\n"),
+            Some(61)
+        );
+        assert_eq!(fuzzing_seconds("nothing"), None);
+    }
 }
