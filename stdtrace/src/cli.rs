@@ -3,6 +3,7 @@
 
 use std::{
     ffi::OsString,
+    net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::Duration,
@@ -18,7 +19,11 @@ pub use self::{
     report::{ReportArgs, TimeBound, parse_time_bound},
 };
 use crate::{
-    enrich::container::select::Selector, errno, kernel::loader::Hook, report::recording::Sink,
+    aggregate::metrics::{LabelChoice, SeriesLimits},
+    enrich::container::select::Selector,
+    errno,
+    kernel::loader::Hook,
+    report::recording::Sink,
 };
 
 /// Why is this process stuck (or dying) while writing its output?
@@ -161,6 +166,27 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
 
+    /// Serve Prometheus metrics on ADDR (`0.0.0.0:9464`, `127.0.0.1:9464`, `[::]:9464`):
+    /// `/metrics` (OpenMetrics or the Prometheus text format, as the scraper asks) and
+    /// `/healthz` (200 once the kernel programs are attached).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// The labels of `stdtrace_write_errors_total` besides `errno`, comma-separated, from
+    /// fd_kind, comm, k8s_namespace, k8s_pod, k8s_container (empty: `errno` only).
+    #[arg(long, value_name = "LIST", default_value = LabelChoice::DEFAULT)]
+    pub metrics_labels: LabelChoice,
+
+    /// Series of `stdtrace_write_errors_total` at most; past it, new label sets are counted in
+    /// one series whose labels are `other` (per errno), and in
+    /// `stdtrace_metrics_series_folded_total`.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub metrics_max_series: usize,
+
+    /// Drop the metric series of processes gone for this long: `30s`, `5m`, `1h`.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub metrics_ttl: Duration,
+
     /// The command to launch and trace, with its arguments, after `--`.
     #[arg(value_name = "CMD", last = true)]
     pub command: Vec<OsString>,
@@ -293,6 +319,15 @@ pub struct Config {
     pub verbose: u8,
     /// Where to keep every record as well (`record --output DIR`, `--output FILE`).
     pub recording: Option<Recording>,
+    /// Where to serve `/metrics`, and its series' limits (`--metrics`).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `--metrics ADDR` and the options that bound its series.
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    pub addr: SocketAddr,
+    pub limits: SeriesLimits,
 }
 
 /// A recording asked for: where, and the command line to put in each file's header.
@@ -381,6 +416,14 @@ impl Config {
             hook: cli.hook,
             verbose: 0,
             recording,
+            metrics: cli.metrics.map(|addr| MetricsConfig {
+                addr,
+                limits: SeriesLimits {
+                    labels: cli.metrics_labels,
+                    max_series: cli.metrics_max_series,
+                    ttl: cli.metrics_ttl,
+                },
+            }),
         })
     }
 }
@@ -515,6 +558,43 @@ mod tests {
         assert!(cli(&["--format", "xml"]).is_err());
         assert!(cli(&["--errno", "EWHAT"]).is_err());
         assert!(cli(&["--pid", "abc"]).is_err());
+    }
+
+    #[test]
+    fn metrics_options_parse() {
+        let parsed = cli(&[
+            "--metrics",
+            "0.0.0.0:9464",
+            "--metrics-labels",
+            "comm,k8s_pod",
+            "--metrics-max-series",
+            "10",
+            "--metrics-ttl",
+            "30s",
+        ])
+        .unwrap();
+        assert_eq!(parsed.metrics, Some("0.0.0.0:9464".parse().unwrap()));
+        assert_eq!(
+            parsed.metrics_labels.0,
+            vec![
+                crate::aggregate::metrics::Label::Comm,
+                crate::aggregate::metrics::Label::K8sPod
+            ]
+        );
+        assert_eq!(parsed.metrics_max_series, 10);
+        assert_eq!(parsed.metrics_ttl, Duration::from_secs(30));
+        let parsed = cli(&["--metrics", "[::1]:9464"]).unwrap();
+        assert_eq!(parsed.metrics_max_series, 2000);
+        assert_eq!(parsed.metrics_ttl, Duration::from_secs(300));
+        assert_eq!(parsed.metrics_labels.0.len(), 5);
+        let err = cli(&["--metrics", ":9464", "--metrics-labels", "pod"]).unwrap_err();
+        assert!(err.to_string().contains("invalid socket address"), "{err}");
+        let err = cli(&["--metrics-labels", "comm,pod"]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown metrics label `pod`"),
+            "{err}"
+        );
+        assert!(cli(&["--metrics-ttl", "0"]).is_err());
     }
 
     #[test]

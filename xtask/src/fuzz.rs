@@ -166,6 +166,12 @@ const TARGETS: &[Target] = &[
         patches_go: false,
         seeds: |_| btf_blobs(),
     },
+    Target {
+        name: "metrics_accept",
+        max_len: 1024,
+        patches_go: false,
+        seeds: |_| metrics_accept_seeds(),
+    },
 ];
 
 /// Runs the fuzz targets (`only`, or all of them, one at a time), each until it has made
@@ -337,24 +343,19 @@ fn final_stat(log: &str, name: &str) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn final_stats_are_read() {
-        let log = "#2048\tDONE\nstat::number_of_executed_units: 2048\nstat::peak_rss_mb: 40\n";
-        assert_eq!(
-            final_stat(log, "stat::number_of_executed_units"),
-            Some(2048)
-        );
-        assert_eq!(final_stat(log, "stat::missing"), None);
-        assert_eq!(
-            fuzzing_seconds("INFO: x\nDone 2048 runs in 61 second(s)\n"),
-            Some(61)
-        );
-        assert_eq!(fuzzing_seconds("nothing"), None);
-    }
+/// `Accept` headers as Prometheus, curl and browsers send them, and `--metrics-labels` lists.
+fn metrics_accept_seeds() -> Vec<Vec<u8>> {
+    [
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+        "*/*",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        "application/openmetrics-text; q=0",
+        "fd_kind,comm,k8s_namespace,k8s_pod,k8s_container",
+    ]
+    .iter()
+    .map(|seed| seed.as_bytes().to_vec())
+    .collect()
 }
 
 /// Recordings as `stdtrace record` writes them: a header, records, a summary, and a cut one.
@@ -396,4 +397,24 @@ fn container_seeds(seeds: &Seeds) -> Vec<Vec<u8>> {
         .concat(),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_stats_are_read() {
+        let log = "#2048\tDONE\nstat::number_of_executed_units: 2048\nstat::peak_rss_mb: 40\n";
+        assert_eq!(
+            final_stat(log, "stat::number_of_executed_units"),
+            Some(2048)
+        );
+        assert_eq!(final_stat(log, "stat::missing"), None);
+        assert_eq!(
+            fuzzing_seconds("INFO: x\nDone 2048 runs in 61 second(s)\n"),
+            Some(61)
+        );
+        assert_eq!(fuzzing_seconds("nothing"), None);
+    }
 }

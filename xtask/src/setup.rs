@@ -12,7 +12,7 @@
 //! [`for_tests`] adds what only the tests and benchmarks use (`cargo xtask test`, `cargo xtask
 //! bench`, `cargo xtask setup`):
 //! - g++, bpftrace, strace and rsyslog from Debian's packages; podman, conmon, runc,
-//!   containerd and busybox-static for the container tests;
+//!   containerd and busybox-static for the container tests; prometheus for the metrics test;
 //! - the Go toolchains the tests use and the Go fixtures built with them (`go.rs`);
 //! - `kubernetes-validate` from PyPI, in a venv of its own under
 //!   `~/.local/share/stdtrace/kubernetes-validate` (the manifest test validates
@@ -41,7 +41,9 @@ const BUILD_PACKAGES: [(&str, &str); 1] = [("gcc", "gcc")];
 /// run podman with conmon and runc (crun refuses hybrid cgroups), and containerd (with ctr), on
 /// an image made from busybox-static (no image can be pulled). script (bsdutils, essential on
 /// Debian, listed for other bases): the chain test's `script -qfc yes /dev/null | sleep`.
-const TEST_PACKAGES: [(&str, &str); 10] = [
+/// prometheus (with promtool): the metrics test scrapes `--metrics` with a real Prometheus and
+/// checks the text with promtool.
+const TEST_PACKAGES: [(&str, &str); 11] = [
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("strace", "strace"),
@@ -52,6 +54,7 @@ const TEST_PACKAGES: [(&str, &str); 10] = [
     ("containerd", "containerd"),
     ("busybox", "busybox-static"),
     ("script", "bsdutils"),
+    ("prometheus", "prometheus"),
 ];
 
 /// What building stdtrace with its kernel programs, and running the demo, needs.

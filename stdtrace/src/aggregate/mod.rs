@@ -3,6 +3,7 @@
 //! the totals of exited processes folded per binary (with the live processes they need).
 
 pub mod binaries;
+pub mod metrics;
 pub mod processes;
 pub mod repeats;
 pub mod sigpipe;

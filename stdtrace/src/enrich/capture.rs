@@ -123,6 +123,11 @@ impl Capture {
         self.spaces.apply(event);
     }
 
+    /// Mapping records the kernel dropped before they were read, so far.
+    pub fn mapping_records_lost(&self) -> u64 {
+        self.spaces.lost()
+    }
+
     /// The process called exec: its old memory map is no longer valid.
     pub fn process_replaced(&mut self, pid: u32) {
         self.images.remove(&pid);

@@ -120,11 +120,18 @@ fn cut(mapping: Mapping, hole: &Mapping) -> Vec<Mapping> {
 #[derive(Debug, Default)]
 pub struct AddressSpaces {
     spaces: HashMap<u32, Space>,
+    /// Mapping records the kernel said it dropped (`PERF_RECORD_LOST`), in all.
+    lost: u64,
 }
 
 impl AddressSpaces {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Mapping records the kernel dropped, so far.
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 
     /// Applies one record.
@@ -242,6 +249,7 @@ impl AddressSpaces {
                 });
             }
             SpaceEvent::Lost { count } => {
+                self.lost = self.lost.saturating_add(count);
                 log::warn!(
                     "the kernel dropped {count} mapping records; stacks of processes that exit quickly may go unnamed"
                 );

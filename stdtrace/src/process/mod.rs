@@ -7,6 +7,7 @@ pub mod fd;
 pub mod host;
 pub mod maps;
 pub mod memory;
+pub mod own_usage;
 pub mod perf_mmap;
 
 pub mod socket;

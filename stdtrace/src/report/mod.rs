@@ -6,6 +6,7 @@
 
 mod clock;
 mod json;
+pub mod metrics;
 pub mod queue;
 pub mod record;
 pub mod recording;

@@ -327,7 +327,8 @@ pub struct Summary {
     /// What stdtrace tracks per process, and how full the kernel's maps are.
     #[serde(default)]
     pub tracked_processes: TrackedProcesses,
-    #[serde(default)]
+    /// Read for the final summary only (absent from the summaries so far).
+    #[serde(default, skip_serializing_if = "KernelMapEntries::is_empty")]
     pub kernel_map_entries: KernelMapEntries,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandOutcome>,

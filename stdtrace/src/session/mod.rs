@@ -5,6 +5,7 @@ mod containers;
 mod exits;
 mod folding;
 pub mod launch;
+mod metrics;
 mod pipeline;
 pub mod reporter;
 pub mod summary;
@@ -31,6 +32,7 @@ use self::{
     containers::{ContainerWatch, RESCAN_EVERY},
     exits::watch_exit,
     launch::{ExitStatus, HeldChild},
+    metrics::SessionMetrics,
     pipeline::Session,
     reporter::{OutputEnd, Reporter, ToReporter},
     summary::{Ending, Stop},
@@ -65,6 +67,12 @@ const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
 pub async fn run(config: Config) -> Result<i32> {
     let capabilities = privileges::effective_capabilities().unwrap_or(0);
     privileges::check(capabilities)?;
+    // Listening first: an address in use is an error at once, and /healthz answers (503)
+    // while the programs load.
+    let mut metrics = match &config.metrics {
+        Some(asked) => Some(SessionMetrics::start(asked)?),
+        None => None,
+    };
 
     let btf = Btf::from_path(&config.btf)?;
     let layout = btf::kernel_layout(&btf).context("reading kernel struct offsets from BTF")?;
@@ -161,6 +169,9 @@ pub async fn run(config: Config) -> Result<i32> {
         }
     };
     tracer.attach()?;
+    if let Some(metrics) = &metrics {
+        metrics.attached();
+    }
     let events = tracer.take_events()?;
     // Who reads what the targets write: its exit (or close) is remembered for the EPIPE story.
     match &config.mode {
@@ -210,6 +221,9 @@ pub async fn run(config: Config) -> Result<i32> {
     // What stdtrace's own outputs drop, for the summary (and `/metrics`).
     let output_stats = Arc::new(OutputStats::default());
     let (output, reopen, output_end) = make_output(&config, &output_stats)?;
+    if let Some(metrics) = &mut metrics {
+        metrics.count_output_drops(Arc::clone(&output_stats));
+    }
     let started = Instant::now();
     announce(
         &config,
@@ -235,8 +249,9 @@ pub async fn run(config: Config) -> Result<i32> {
         }
     };
     let (learned_sender, learned) = std::sync::mpsc::channel();
+    let reporter_metrics = metrics.as_ref().map(|metrics| metrics.instruments.clone());
     let mut session = Session {
-        reporter: Reporter::spawn(output, output_end, learned_sender)?,
+        reporter: Reporter::spawn(output, output_end, learned_sender, reporter_metrics)?,
         call_paths,
         learned,
         ticks: 0,
@@ -250,6 +265,7 @@ pub async fn run(config: Config) -> Result<i32> {
         regs_layout,
         folding: folding::Folding::new(),
         containers: HashMap::new(),
+        metrics,
     };
     if reopen.is_some() {
         // A file that rotates before the first second is over ends with this one.
@@ -314,6 +330,7 @@ pub async fn run(config: Config) -> Result<i32> {
                 session.ticks += 1;
                 if session.ticks.is_multiple_of(REPEATS_EVERY_TICKS) {
                     session.report_repeats();
+                    session.update_metrics(false);
                     if reopen.is_some() {
                         summary_so_far(&mut session, started);
                     }
@@ -347,6 +364,7 @@ pub async fn run(config: Config) -> Result<i32> {
     let elapsed = started.elapsed();
 
     session.report_repeats();
+    session.update_metrics(true);
     let still_stuck = session.still_stuck();
     let mut ending = Ending::read(
         &session.tracer,

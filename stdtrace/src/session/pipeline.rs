@@ -8,6 +8,7 @@ use aya::maps::{MapData, RingBuf};
 
 use super::{
     folding::Folding,
+    metrics::SessionMetrics,
     reporter::{Reporter, ToReporter},
 };
 use crate::{
@@ -57,6 +58,8 @@ pub struct Session {
     /// kernel's repeat counts and the summary's totals, told after the process may be gone.
     /// Kept for live processes and those the summary still lists.
     pub containers: HashMap<u32, Arc<Container>>,
+    /// `--metrics`: what feeds `/metrics`.
+    pub metrics: Option<SessionMetrics>,
 }
 
 impl Session {
@@ -148,6 +151,9 @@ impl Session {
     fn process_exited(&mut self, pid: u32, ts_ns: u64, exit_code: u32, binary: Option<BinaryId>) {
         self.capture.process_exited(pid);
         self.go.process_exited(pid);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.process_exited(pid);
+        }
         self.folding.exited(pid, binary);
         self.reporter.send(ToReporter::Exit {
             pid,
@@ -194,6 +200,9 @@ impl Session {
         for pid in gone {
             self.capture.process_exited(pid);
             self.go.process_exited(pid);
+            if let Some(metrics) = &mut self.metrics {
+                metrics.process_exited(pid);
+            }
         }
     }
 
@@ -211,6 +220,9 @@ impl Session {
         self.drain_mappings();
         let captured = self.capture.capture(batch, &mut self.go, &mut self.tracer);
         for write in &captured {
+            if let Some(metrics) = &mut self.metrics {
+                metrics.write_captured(write.event.pid, write.event.fd, write.target.kind);
+            }
             if let Some(container) = &write.container {
                 self.containers.insert(write.event.pid, container.clone());
             }

@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result};
 use super::summary::{self, Ending, Told};
 use crate::{
     aggregate::{
+        metrics::Instruments,
         repeats::{Repeats, Seen},
         sigpipe::SigpipeTracker,
     },
@@ -27,7 +28,7 @@ use crate::{
     report::{
         Output,
         queue::{FINAL_WAIT, LineQueue, OutputStats},
-        record::{RecordType, RepeatReport, SigpipeReport},
+        record::{BlockedState, RecordType, RepeatReport, SigpipeReport},
     },
 };
 
@@ -77,15 +78,18 @@ pub struct Reporter {
 
 impl Reporter {
     /// Starts the thread; call paths the namer meets for the first time go to `learned`.
+    /// With `metrics`, SIGPIPE fates and blocked writes' durations are counted there too.
     pub fn spawn(
         output: Output,
         end: OutputEnd,
         learned: Sender<Vec<(Learned, u32)>>,
+        metrics: Option<Instruments>,
     ) -> Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(REPORTER_BACKLOG);
         let closed = Arc::new(AtomicBool::new(false));
         let mut state = Telling::new(output, Namer::new(learned), Arc::clone(&closed));
         state.end = Some(end);
+        state.metrics = metrics;
         let thread = std::thread::Builder::new()
             .name("stdtrace-report".to_owned())
             .spawn(move || state.run(receiver))
@@ -167,6 +171,8 @@ pub struct Telling {
     closed: Arc<AtomicBool>,
     /// stdout's queue, waited for (a bounded time) at the end.
     end: Option<OutputEnd>,
+    /// `--metrics`: SIGPIPE fates and blocked writes' durations.
+    metrics: Option<Instruments>,
 }
 
 impl Telling {
@@ -180,6 +186,7 @@ impl Telling {
             blocked_reported: 0,
             closed,
             end: None,
+            metrics: None,
         }
     }
 
@@ -199,6 +206,9 @@ impl Telling {
 
     fn tell(&mut self, told: Vec<SigpipeReport>) {
         for report in told {
+            if let Some(metrics) = &self.metrics {
+                metrics.sigpipe_told(report.fate);
+            }
             if self.open() {
                 let result = self.output.sigpipe(&report);
                 self.check(result);
@@ -231,6 +241,12 @@ impl Telling {
             ToReporter::Writes(batch) => {
                 for captured in batch {
                     let report = self.namer.report(captured);
+                    if let (Some(metrics), Some(BlockedState::Slow | BlockedState::Resumed)) =
+                        (&self.metrics, report.state)
+                        && let Some(ms) = report.duration_ms
+                    {
+                        metrics.blocked_write_ended(std::time::Duration::from_millis(ms));
+                    }
                     let seen = self.repeats.observe(&report, report.repeat);
                     if seen != Seen::SamePath {
                         if report.record_type == RecordType::WriteError {

@@ -124,7 +124,13 @@ impl Ending {
             comms,
             by_binary,
             tracked: folding.tracked(),
-            map_entries: tracer.map_entries(),
+            // A walk of every key of the maps, one syscall each: for the final summary only,
+            // not for the summaries so far (each second, for recordings and `/metrics`).
+            map_entries: if matches!(stop, Stop::StillTracing) {
+                KernelMapEntries::new()
+            } else {
+                tracer.map_entries()
+            },
             call_sites_full: call_paths.map_or(0, CallPaths::full),
             containers: HashMap::new(),
         })
