@@ -337,7 +337,15 @@ impl Tracer {
                     source,
                 }
             })?;
-        Ok(ParkedGoroutines::new(parked, flags))
+        // The kernel's `PARKED_ANY` global is its `.bss`, one u64.
+        let any = match self.ebpf.take_map(".bss").map(Array::try_from) {
+            Some(Ok(any)) => Some(any),
+            Some(Err(source)) => {
+                return Err(LoadError::Map { map: ".bss", source });
+            }
+            None => return Err(LoadError::MissingMap(".bss")),
+        };
+        Ok(ParkedGoroutines::new(parked, flags, any))
     }
 
     /// Takes the maps of known call paths and their counts.
