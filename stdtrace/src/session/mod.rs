@@ -38,7 +38,7 @@ use crate::{
     errno,
     kernel::{
         btf::{self, Btf, RegsLayout},
-        loader::{DEFAULT_RING_BYTES, Tracer},
+        loader::Tracer,
         privileges, tracefs,
     },
     process::{perf_mmap::MmapWatch, status},
@@ -76,7 +76,7 @@ pub async fn run(config: Config) -> Result<i32> {
         tracer_config.watch_errno(number);
     }
     tracer_config.slow_ns = u64::try_from(config.slow.as_nanos()).unwrap_or(u64::MAX);
-    let mut tracer = Tracer::load(&tracer_config, DEFAULT_RING_BYTES, config.hook)?;
+    let mut tracer = Tracer::load(&tracer_config, config.ring_bytes, config.hook)?;
 
     // Targets go in before anything is attached; a launched command is held until then.
     let mut go = GoTracker::new(match tracer.take_go_processes() {
@@ -226,6 +226,13 @@ pub async fn run(config: Config) -> Result<i32> {
         .duration
         .map(|duration| tokio::time::Instant::now() + duration);
     let mut ticker = tokio::time::interval(TICK);
+    // Loading (BTF read twice, by us and by aya, the programs verified) leaves most of its
+    // heap free but held: given back before tracing, so that it is not counted as ours.
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap memory.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let mut command_status: Option<ExitStatus> = None;
 
     let stop = loop {
