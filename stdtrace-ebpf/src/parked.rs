@@ -4,9 +4,7 @@
 //! successful write on that fd is where it ends.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use stdtrace_common::{
-    Goroutine, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, counter,
-};
+use stdtrace_common::{Goroutine, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, counter};
 
 use crate::maps::{PARKED, PARKED_PROCESSES, bump};
 
