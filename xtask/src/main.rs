@@ -48,7 +48,8 @@ enum Task {
         /// Smaller loads and fewer runs (the soak for one minute).
         #[arg(long)]
         quick: bool,
-        /// Only these parts: write, storm, symbolization, startup, snapshot, soak, report.
+        /// Only these parts: write, programs, storm, symbolization, startup, snapshot, soak,
+        /// report.
         #[arg(long, value_delimiter = ',', value_name = "PARTS")]
         only: Vec<String>,
         /// Writes per run of the write path's good-write and mixed loads.

@@ -94,7 +94,6 @@ impl SymbolTable {
 
     /// Number of distinct symbol addresses.
     #[cfg(test)]
-
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -14,7 +14,8 @@
 //! 6. Soak: node-wide under ~1,000 short-lived failing processes a second, 10 minutes.
 //! 7. Report: `stdtrace report` of a 100 MiB recording.
 //!
-//! `--only write,storm,...` runs some parts; `--writes N` and `--rounds N` make the write path
+//! `--only write,storm,...` runs some parts (`programs`: only the write path's programs' own
+//! time, which `write` measures too); `--writes N` and `--rounds N` make the write path
 //! longer (a 10 ns difference needs millions of writes per run and more rounds on a busy
 //! machine). The report gives the load average before and after each part.
 //!
@@ -56,8 +57,9 @@ use self::{
 };
 
 /// The parts, by the names `--only` takes.
-pub const PARTS: [&str; 7] = [
+pub const PARTS: [&str; 8] = [
     "write",
+    "programs",
     "storm",
     "symbolization",
     "startup",

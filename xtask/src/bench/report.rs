@@ -42,6 +42,9 @@ pub(super) fn markdown(report: &Value) -> String {
     if !report["write"].is_null() {
         write_path(&mut md, report);
     }
+    if report["write"].is_null() && !report["programs"].is_null() {
+        programs_md(&mut md, &report["programs"], &Value::Null);
+    }
     if !report["storm"].is_null() {
         storm(&mut md, report);
     }
@@ -102,15 +105,37 @@ fn write_path(md: &mut String, report: &Value) {
         );
     }
     let programs = &report["write"]["program_time"];
-    let floor = number(&programs[Tracer::Floor.name()]["ns_per_run"]);
-    let ours = number(&programs[Tracer::Stdtrace.name()]["ns_per_run"]);
-    let floor_added = number(&report["write"][Load::Good.key()][Tracer::Floor.name()]["added_ns"]);
-    let _ = writeln!(
-        md,
-        "\nPrograms' own time per write that succeeds (`kernel.bpf_stats_enabled`, median of rounds; the stats' own cost is in both): floor {floor:.1} ns, stdtrace {ours:.1} ns: stdtrace's program costs {:.1} ns more, which on the floor's {floor_added:.0} ns added would be {:.2}× the floor.",
-        ours - floor,
-        (floor_added + ours - floor) / floor_added,
-    );
+    if programs.is_null() {
+        programs_md(md, &report["programs"], &report["write"]);
+    } else {
+        programs_md(md, programs, &report["write"]);
+    }
+}
+
+/// The programs' own time per operation that succeeds, floor against stdtrace.
+fn programs_md(md: &mut String, programs: &Value, write: &Value) {
+    if programs.is_null() {
+        return;
+    }
+    for load in [Load::Good, Load::SendGood] {
+        let floor = number(&programs[Tracer::Floor.name()][load.key()]["ns_per_run"]);
+        let ours = number(&programs[Tracer::Stdtrace.name()][load.key()]["ns_per_run"]);
+        let floor_added = number(&write[load.key()][Tracer::Floor.name()]["added_ns"]);
+        let _ = writeln!(
+            md,
+            "\nPrograms' own time per run, {} (`kernel.bpf_stats_enabled`, median of rounds; the stats' own cost is in both): floor {floor:.1} ns, stdtrace {ours:.1} ns: {:.1} ns more{}.",
+            load.name(),
+            ours - floor,
+            if floor_added.is_finite() {
+                format!(
+                    ", which on this run's floor of {floor_added:.0} ns added would be {:.2}× the floor",
+                    (floor_added + ours - floor) / floor_added
+                )
+            } else {
+                String::new()
+            },
+        );
+    }
 }
 
 fn storm(md: &mut String, report: &Value) {

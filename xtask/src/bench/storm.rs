@@ -111,7 +111,7 @@ fn by_mapping(smaps: &str) -> Vec<(String, u64)> {
         }
     }
     let mut sizes: Vec<(String, u64)> = sizes.into_iter().collect();
-    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    sizes.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
     sizes.truncate(5);
     sizes
 }

@@ -105,39 +105,60 @@ fn quartiles(values: &[f64]) -> (f64, f64) {
 /// loop's wall time it does not move with the machine's load.
 pub(super) fn program_time(paths: &Paths, scale: Scale) -> Result<Value> {
     let mut figures = serde_json::Map::new();
-    for (tracer, program) in [
-        (Tracer::Floor, "floor_exit_write"),
-        (Tracer::Stdtrace, "sys_exit_write"),
-    ] {
+    // (tracer, (loop mode, load key, program) for each load)
+    let cases = [
+        (
+            Tracer::Floor,
+            [
+                ("devnull", Load::Good, "floor_exit_write"),
+                ("sendgood", Load::SendGood, "floor_exit_write"),
+            ],
+        ),
+        (
+            Tracer::Stdtrace,
+            [
+                ("devnull", Load::Good, "sys_exit_write"),
+                ("sendgood", Load::SendGood, "sys_exit_sendto"),
+            ],
+        ),
+    ];
+    for (tracer, loads) in cases {
         let before = bpf_programs()?;
         let running = start(paths, tracer)?;
-        let new: Vec<u64> = bpf_programs()?
+        let new: Vec<(u64, String)> = bpf_programs()?
             .into_iter()
-            .filter(|(id, name)| {
-                !before.iter().any(|(old, _)| old == id) && program.starts_with(name.as_str())
-            })
-            .map(|(id, _)| id)
+            .filter(|(id, _)| !before.iter().any(|(old, _)| old == id))
             .collect();
-        let mut rounds = Vec::new();
-        for _ in 0..scale.rounds {
-            fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")?;
-            let first = program_stats(&new)?;
-            let run = run_loop(paths, i64::from(LOAD_CPU), "devnull", scale.writes);
-            let last = program_stats(&new);
-            fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")?;
-            run?;
-            let last = last?;
-            let runs = last.1.saturating_sub(first.1).max(1);
-            rounds.push(last.0.saturating_sub(first.0) as f64 / runs as f64);
+        let mut by_load = serde_json::Map::new();
+        for (mode, load, program) in loads {
+            // The kernel keeps 15 characters of a program's name.
+            let ids: Vec<u64> = new
+                .iter()
+                .filter(|(_, name)| program.starts_with(name.as_str()))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut rounds = Vec::new();
+            for _ in 0..scale.rounds {
+                fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")?;
+                let first = program_stats(&ids);
+                let run = run_loop(paths, i64::from(LOAD_CPU), mode, scale.writes);
+                let last = program_stats(&ids);
+                fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")?;
+                run?;
+                let (first, last) = (first?, last?);
+                let runs = last.1.saturating_sub(first.1).max(1);
+                rounds.push(last.0.saturating_sub(first.0) as f64 / runs as f64);
+            }
+            let copy = rounds.clone();
+            by_load.insert(
+                load.key().to_owned(),
+                json!({"program": program, "ns_per_run": median(&mut rounds), "rounds": copy}),
+            );
         }
         if let Some(running) = running {
             running.stop()?;
         }
-        let copy = rounds.clone();
-        figures.insert(
-            tracer.name().to_owned(),
-            json!({"program": program, "ns_per_run": median(&mut rounds), "rounds": copy}),
-        );
+        figures.insert(tracer.name().to_owned(), Value::Object(by_load));
     }
     Ok(Value::Object(figures))
 }
