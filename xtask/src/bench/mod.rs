@@ -205,6 +205,13 @@ pub fn run(options: Options) -> Result<()> {
             Ok(figures)
         },
     )?;
+    if !wants("write") {
+        part(
+            "programs",
+            "the programs' own time per write and send",
+            &mut || program_time(&paths, scale),
+        )?;
+    }
     part(
         "storm",
         &format!("storm ({} s)", scale.storm_secs),
