@@ -62,11 +62,11 @@ enum UnitContext {
 const MAX_UNITS: usize = 32;
 
 /// What a unit context is counted as, per byte of the unit's `.debug_info` (its parsed
-/// abbreviations, line program and functions; measured about 3× on glibc's units).
+/// abbreviations, line program and functions): an estimate, not a measurement per unit.
 const UNIT_BYTES_FACTOR: usize = 4;
 
-/// What the whole context is counted as, per byte of `.debug_info` (measured on glibc: 20 MiB
-/// of parsed units for 5.6 MiB of `.debug_info`).
+/// What the whole context is counted as, per byte of `.debug_info` (heaptrack on glibc's debug
+/// file: about 20 MiB parsed for its 5.6 MiB of `.debug_info`).
 const WHOLE_BYTES_FACTOR: usize = 4;
 
 impl std::fmt::Debug for Dwarf {
