@@ -4,11 +4,15 @@
 //! successful write on that fd is where it ends.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use stdtrace_common::{
-    Goroutine, PARKED_ANY_SLOT, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, counter,
-};
+use stdtrace_common::{Goroutine, PARKED_PROCESS_SLOTS, ParkedKey, ParkedWrite, counter};
 
 use crate::maps::{PARKED, PARKED_PROCESSES, bump};
+
+/// Whether any goroutine of any process may be parked: set here when one parks, cleared by
+/// userspace (through the `.bss` map) when none is left. A global, not a map entry: a
+/// successful write reads it with one load, where an array entry costs an inlined lookup.
+#[unsafe(no_mangle)]
+static mut PARKED_ANY: u64 = 0;
 
 /// A Go write got EAGAIN: the goroutine is about to park.
 #[inline(always)]
@@ -42,19 +46,17 @@ pub fn record(tgid: u32, tid: u32, fd: i32, syscall: u32, goroutine: &Goroutine)
         // SAFETY: a pointer into the array's value memory. A plain store: every CPU stores
         // the same value; userspace clears slots whose goroutines are all gone.
         unsafe { *flag = 1 };
-        if let Some(any) = PARKED_PROCESSES.get_ptr_mut(PARKED_ANY_SLOT) {
-            // SAFETY: as above.
-            unsafe { *any = 1 };
-        }
+        // SAFETY: a plain store to a global every CPU stores the same value to.
+        unsafe { core::ptr::write_volatile(&raw mut PARKED_ANY, 1) };
     }
 }
 
-/// Whether any goroutine of any process may be parked: one inlined array lookup.
+/// Whether any goroutine of any process may be parked: one load.
 #[inline(always)]
 pub fn any() -> bool {
-    PARKED_PROCESSES
-        .get(PARKED_ANY_SLOT)
-        .is_some_and(|flag| *flag != 0)
+    // SAFETY: a plain, always-initialised global; the volatile read stops the compiler from
+    // assuming its initial value.
+    unsafe { core::ptr::read_volatile(&raw const PARKED_ANY) != 0 }
 }
 
 /// Whether a goroutine of this process (or of one sharing its slot) may be parked: an inlined

@@ -161,6 +161,12 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = Hook::Tracepoint, value_name = "HOOK")]
     pub hook: Hook,
 
+    /// Size of the ring buffer the kernel sends records through (a power of two, from 64KiB
+    /// to 256MiB): its pages are mapped twice, so stdtrace's memory grows by twice this. Events
+    /// it has no room for are counted (`dropped`), never lost from the totals.
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_ring_size)]
+    pub ring_buffer: u32,
+
     /// Use this BTF file instead of the running kernel's (/sys/kernel/btf/vmlinux), e.g. one
     /// from btfhub for a kernel built without BTF.
     #[arg(long, value_name = "FILE")]
@@ -220,6 +226,17 @@ pub(crate) fn number_and_unit(text: &str) -> Option<(f64, &str)> {
 }
 
 /// Parses `2`, `2s`, `1.5s`, `500ms`, `250us`, `1m`, `1h`.
+/// A ring-buffer size: a size (`4MiB`) that is a power of two from 64KiB to 256MiB.
+pub fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let bytes = parse_size(text)?;
+    if !bytes.is_power_of_two() || !(64 << 10..=256 << 20).contains(&bytes) {
+        return Err(format!(
+            "{text}: the ring buffer is a power of two from 64KiB to 256MiB"
+        ));
+    }
+    u32::try_from(bytes).map_err(|_| format!("{text}: too large"))
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (value, unit) = number_and_unit(text)
@@ -315,6 +332,8 @@ pub struct Config {
     pub color: bool,
     pub btf: PathBuf,
     pub hook: Hook,
+    /// Bytes of the kernel's ring buffer.
+    pub ring_bytes: u32,
     /// `-v`s given (set by `main`).
     pub verbose: u8,
     /// Where to keep every record as well (`record --output DIR`, `--output FILE`).
@@ -414,6 +433,7 @@ impl Config {
                 .btf
                 .unwrap_or_else(|| PathBuf::from(crate::kernel::btf::VMLINUX_BTF)),
             hook: cli.hook,
+            ring_bytes: cli.ring_buffer,
             verbose: 0,
             recording,
             metrics: cli.metrics.map(|addr| MetricsConfig {
@@ -507,6 +527,11 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_ring_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_ring_size("64KiB"), Ok(64 << 10));
+        for bad in ["3MiB", "32KiB", "512MiB", "4MB", "x"] {
+            assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));

@@ -46,9 +46,22 @@ enum Task {
     /// Measure what stdtrace costs: the write path against a floor and bpftrace, an error storm,
     /// symbolization of large binaries, start-up. Needs root; writes target/bench/report.md.
     Bench {
-        /// Smaller loads and fewer runs: under two minutes.
+        /// Smaller loads and fewer runs (the soak for one minute).
         #[arg(long)]
         quick: bool,
+        /// Only these parts: write, programs, storm, symbolization, startup, snapshot, soak,
+        /// report.
+        #[arg(long, value_delimiter = ',', value_name = "PARTS")]
+        only: Vec<String>,
+        /// Writes per run of the write path's good-write and mixed loads.
+        #[arg(long, value_name = "N")]
+        writes: Option<u64>,
+        /// Rounds of the write path.
+        #[arg(long, value_name = "N")]
+        rounds: Option<usize>,
+        /// Skip `cargo xtask setup` (already done; it rebuilds fixtures that changed).
+        #[arg(long)]
+        no_setup: bool,
     },
     /// Fuzz every parser of untrusted bytes (or one target) with cargo-fuzz on the nightly
     /// toolchain, one target at a time, over seeds gathered into target/fuzz-corpus/.
@@ -93,7 +106,19 @@ fn main() -> ExitCode {
             .map(|_| ()),
         Task::Demo { json } => demo::run(json),
         Task::Test { args } => test::run(&args),
-        Task::Bench { quick } => bench::run(quick),
+        Task::Bench {
+            quick,
+            only,
+            writes,
+            rounds,
+            no_setup,
+        } => bench::run(bench::Options {
+            quick,
+            only,
+            writes,
+            rounds,
+            no_setup,
+        }),
         Task::Fuzz {
             seconds,
             runs,

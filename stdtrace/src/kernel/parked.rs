@@ -13,6 +13,8 @@ use crate::enrich::parked::ParkedTable;
 pub struct ParkedGoroutines {
     parked: HashMap<MapData, ParkedKey, ParkedWrite>,
     flags: Array<MapData, u64>,
+    /// The kernel's global `PARKED_ANY` (its `.bss`): the flag of slot `PARKED_ANY_SLOT`.
+    any: Option<Array<MapData, u64>>,
     /// Process slots found with no parked goroutine at the last check.
     empty_before: BTreeSet<u32>,
 }
@@ -21,10 +23,12 @@ impl ParkedGoroutines {
     pub fn new(
         parked: HashMap<MapData, ParkedKey, ParkedWrite>,
         flags: Array<MapData, u64>,
+        any: Option<Array<MapData, u64>>,
     ) -> Self {
         Self {
             parked,
             flags,
+            any,
             empty_before: BTreeSet::new(),
         }
     }
@@ -42,6 +46,15 @@ impl ParkedGoroutines {
         for key in gone {
             let _ = self.parked.remove(&key);
         }
+    }
+
+    /// The flag of a process slot, or of `PARKED_ANY_SLOT` (the kernel's global).
+    fn flag(&self, slot: u32) -> u64 {
+        let flag = match (&self.any, slot) {
+            (Some(any), PARKED_ANY_SLOT) => any.get(&0, 0),
+            _ => self.flags.get(&slot, 0),
+        };
+        flag.unwrap_or(0)
     }
 }
 
@@ -73,10 +86,17 @@ impl ParkedTable for ParkedGoroutines {
     fn clear_flags(&mut self, occupied: &BTreeSet<u32>) {
         let empty: BTreeSet<u32> = (0..=PARKED_ANY_SLOT)
             .filter(|slot| !occupied.contains(slot))
-            .filter(|slot| self.flags.get(slot, 0).is_ok_and(|flag| flag != 0))
+            .filter(|slot| self.flag(*slot) != 0)
             .collect();
         for slot in empty.intersection(&self.empty_before) {
-            let _ = self.flags.set(*slot, 0, 0);
+            match (&mut self.any, *slot) {
+                (Some(any), PARKED_ANY_SLOT) => {
+                    let _ = any.set(0, 0, 0);
+                }
+                _ => {
+                    let _ = self.flags.set(*slot, 0, 0);
+                }
+            }
         }
         self.empty_before = empty;
     }

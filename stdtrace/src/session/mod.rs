@@ -43,7 +43,7 @@ use crate::{
     errno,
     kernel::{
         btf::{self, Btf, RegsLayout},
-        loader::{DEFAULT_RING_BYTES, Tracer},
+        loader::Tracer,
         privileges, tracefs,
     },
     process::{perf_mmap::MmapWatch, status},
@@ -104,7 +104,7 @@ pub async fn run(config: Config) -> Result<i32> {
         tracer_config.watch_errno(number);
     }
     tracer_config.slow_ns = u64::try_from(config.slow.as_nanos()).unwrap_or(u64::MAX);
-    let mut tracer = Tracer::load(&tracer_config, DEFAULT_RING_BYTES, config.hook)?;
+    let mut tracer = Tracer::load(&tracer_config, config.ring_bytes, config.hook)?;
     match tty_layout {
         Ok(layout) => tracer.set_tty_layout(&layout)?,
         Err(err) => {
@@ -287,6 +287,13 @@ pub async fn run(config: Config) -> Result<i32> {
         .duration
         .map(|duration| tokio::time::Instant::now() + duration);
     let mut ticker = tokio::time::interval(TICK);
+    // Loading (BTF read twice, by us and by aya, the programs verified) leaves most of its
+    // heap free but held: given back before tracing, so that it is not counted as ours.
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap memory.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let mut command_status: Option<ExitStatus> = None;
 
     let stop = loop {

@@ -14,6 +14,23 @@ pub(crate) enum FileBytes {
     Owned(Vec<u8>),
 }
 
+impl FileBytes {
+    /// Gives back the pages of a mapped file that were read (they are read again from the file,
+    /// through the page cache, when next needed), so that they no longer count in our resident
+    /// memory. Held bytes stay.
+    pub(crate) fn release_pages(&self) {
+        if let FileBytes::Mapped(map) = self {
+            // SAFETY: a private, read-only mapping of a file: MADV_DONTNEED only drops our
+            // page-table entries, and the next read faults the same bytes in from the file (the
+            // caveat of mapping a file that is rewritten in place is the mapping's own, in
+            // `open::map`). No reference into the mapping is invalidated: its address stays.
+            if let Err(err) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+                log::debug!("releasing the pages of a mapped object: {err}");
+            }
+        }
+    }
+}
+
 impl Deref for FileBytes {
     type Target = [u8];
 
@@ -58,6 +75,15 @@ impl SectionBytes {
             file: Arc::new(FileBytes::Owned(bytes)),
             start: 0,
             end,
+        }
+    }
+
+    /// Bytes held in memory for this range (a decompressed section's), 0 for a range of a
+    /// mapped file.
+    pub(crate) fn owned_len(&self) -> usize {
+        match &*self.file {
+            FileBytes::Owned(_) => self.end - self.start,
+            FileBytes::Mapped(_) => 0,
         }
     }
 

@@ -158,6 +158,11 @@ impl ElfImage {
         &self.bytes
     }
 
+    /// See [`FileBytes::release_pages`].
+    pub(crate) fn release_pages(&self) {
+        self.bytes.release_pages();
+    }
+
     /// The file's bytes, to share with parsers that keep parts of them.
     pub(crate) fn file(&self) -> &Arc<FileBytes> {
         &self.bytes

@@ -53,7 +53,7 @@ pub fn elf_symbols(bytes: &[u8], addresses: &[u64]) -> Result<Vec<Option<String>
 pub fn dwarf_frames(bytes: &[u8], addresses: &[u64]) -> Result<usize, ElfError> {
     let elf = parse(bytes)?;
     let mut named = 0;
-    if let Ok(dwarf) = Dwarf::load(&elf, None) {
+    if let Ok(mut dwarf) = Dwarf::load(&elf, None) {
         for address in addresses {
             named += dwarf.frames(*address).map_or(0, |frames| frames.len());
         }

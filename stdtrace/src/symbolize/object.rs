@@ -69,6 +69,56 @@ impl Object {
         self.elf.vaddr_of_file_offset(offset, executable)
     }
 
+    /// Heap bytes this object is counted as in the cache's budget: its DWARF (decompressed
+    /// sections and parsed units) and its symbol table. (The file itself is mapped: the kernel
+    /// can drop its pages whenever it needs to.)
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let dwarf = match &self.dwarf {
+            Some(Some(dwarf)) => dwarf.heap_bytes(),
+            _ => 0,
+        };
+        let symbols = self.symbols.as_ref().map_or(0, SymbolTable::heap_bytes);
+        dwarf + symbols
+    }
+
+    /// Whether its DWARF is loaded now.
+    #[cfg(test)]
+    pub(crate) fn has_dwarf_loaded(&self) -> bool {
+        matches!(self.dwarf, Some(Some(_)))
+    }
+
+    /// Drops what can be parsed again (its DWARF, with the decompressed sections, and its
+    /// separate debug file's mapping): it is loaded again when an address needs it. Returns
+    /// the bytes it was counted as.
+    pub(crate) fn drop_reloadable(&mut self) -> usize {
+        let dwarf = match &self.dwarf {
+            Some(Some(dwarf)) => dwarf.heap_bytes(),
+            _ => 0,
+        };
+        if dwarf > 0 {
+            self.dwarf = None;
+            self.debug = None;
+        }
+        dwarf
+    }
+
+    /// Bytes of the files it maps (the object and its debug file).
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        let debug = match &self.debug {
+            Some(Some(files)) => files.debug.bytes().len(),
+            _ => 0,
+        };
+        self.elf.bytes().len() + debug
+    }
+
+    /// Gives back the pages read of the files it maps (see [`super::bytes::FileBytes`]).
+    pub(crate) fn release_pages(&self) {
+        self.elf.release_pages();
+        if let Some(Some(files)) = &self.debug {
+            files.debug.release_pages();
+        }
+    }
+
     /// Go's pc-line table, parsed the first time it is asked for.
     fn go(&mut self) -> &Result<Option<GoTable>, Miss> {
         let (elf, path) = (&self.elf, &self.path);
@@ -114,7 +164,7 @@ impl Object {
             .as_ref()
     }
 
-    fn dwarf(&mut self) -> Option<&Dwarf> {
+    fn dwarf(&mut self) -> Option<&mut Dwarf> {
         if self.dwarf.is_none() {
             let loaded = if self.elf.has_debug_info() {
                 let sup = open::find_supplementary(self.pid, &self.elf, &self.debug_dirs);
@@ -138,7 +188,7 @@ impl Object {
             };
             self.dwarf = Some(dwarf);
         }
-        self.dwarf.as_ref().and_then(Option::as_ref)
+        self.dwarf.as_mut().and_then(Option::as_mut)
     }
 
     fn symbols(&mut self) -> &SymbolTable {

@@ -84,6 +84,14 @@ impl SymbolTable {
         Self { entries }
     }
 
+    /// Heap bytes the table holds.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|entry| size_of::<Entry>() + entry.name.len())
+            .sum()
+    }
+
     /// Number of distinct symbol addresses.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

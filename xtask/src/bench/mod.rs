@@ -11,12 +11,21 @@
 //!    and a Rust binary with full DWARF, with the page cache dropped and warm.
 //! 4. Start-up: from launch to attached.
 //! 5. Snapshot: `stdtrace snapshot` node-wide on ~300 processes, and a 10,000-goroutine dump.
+//! 6. Soak: node-wide under ~1,000 short-lived failing processes a second, 10 minutes.
+//! 7. Report: `stdtrace report` of a 100 MiB recording.
+//!
+//! `--only write,storm,...` runs some parts (`programs`: only the write path's programs' own
+//! time, which `write` measures too); `--writes N` and `--rounds N` make the write path
+//! longer (a 10 ns difference needs millions of writes per run and more rounds on a busy
+//! machine). The report gives the load average before and after each part.
 //!
 //! The report goes to stdout and to `target/bench/report.md`, the figures to
 //! `target/bench/report.json`.
 
+mod recording;
 mod report;
 mod snapshot;
+mod soak;
 mod startup;
 mod storm;
 mod symbolization;
@@ -37,9 +46,41 @@ use serde_json::{Value, json};
 use crate::{setup, util};
 
 use self::{
-    report::markdown, snapshot::snapshot, startup::startup, storm::storm,
-    symbolization::symbolization, write_path::write_path,
+    recording::report_of_recording,
+    report::markdown,
+    snapshot::snapshot,
+    soak::soak,
+    startup::startup,
+    storm::storm,
+    symbolization::symbolization,
+    write_path::{program_time, write_path},
 };
+
+/// The parts, by the names `--only` takes.
+pub const PARTS: [&str; 8] = [
+    "write",
+    "programs",
+    "storm",
+    "symbolization",
+    "startup",
+    "snapshot",
+    "soak",
+    "report",
+];
+
+/// What `cargo xtask bench` was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub quick: bool,
+    /// Parts to run (all when empty).
+    pub only: Vec<String>,
+    /// Writes per run of the good-write and mixed loads, instead of the scale's.
+    pub writes: Option<u64>,
+    /// Rounds of the write path, instead of the scale's.
+    pub rounds: Option<usize>,
+    /// Skip the set-up (already done).
+    pub no_setup: bool,
+}
 
 /// The CPU the loads are pinned to. bpftrace samples its tracepoint on CPU 0 (perf's default
 /// for its probe), which costs it extra there: the loads run on CPU 1.
@@ -55,6 +96,9 @@ struct Scale {
     epipe_writes: u64,
     storm_secs: u64,
     startup_runs: usize,
+    soak_secs: u64,
+    /// How often the soak's RSS is read.
+    soak_sample_secs: u64,
 }
 
 const FULL: Scale = Scale {
@@ -63,6 +107,8 @@ const FULL: Scale = Scale {
     epipe_writes: 500_000,
     storm_secs: 10,
     startup_runs: 7,
+    soak_secs: 600,
+    soak_sample_secs: 60,
 };
 
 const QUICK: Scale = Scale {
@@ -71,6 +117,8 @@ const QUICK: Scale = Scale {
     epipe_writes: 50_000,
     storm_secs: 3,
     startup_runs: 5,
+    soak_secs: 60,
+    soak_sample_secs: 10,
 };
 
 struct Paths {
@@ -80,12 +128,38 @@ struct Paths {
     out: PathBuf,
 }
 
-pub fn run(quick: bool) -> Result<()> {
+/// The load average (1, 5, 15 minutes) now.
+fn load_average() -> Value {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let figures: Vec<f64> = text
+        .split_whitespace()
+        .take(3)
+        .filter_map(|figure| figure.parse().ok())
+        .collect();
+    json!(figures)
+}
+
+pub fn run(options: Options) -> Result<()> {
     if !util::is_root() {
         bail!("the benchmark loads kernel programs: run it as root (sudo -E cargo xtask bench)");
     }
-    setup::for_tests()?;
-    let scale = if quick { QUICK } else { FULL };
+    for part in &options.only {
+        if !PARTS.contains(&part.as_str()) {
+            bail!("no bench part {part:?}; the parts are {}", PARTS.join(", "));
+        }
+    }
+    let wants = |part: &str| options.only.is_empty() || options.only.iter().any(|p| p == part);
+    if !options.no_setup {
+        setup::for_tests()?;
+    }
+    let quick = options.quick;
+    let mut scale = if quick { QUICK } else { FULL };
+    if let Some(writes) = options.writes {
+        scale.writes = writes;
+    }
+    if let Some(rounds) = options.rounds {
+        scale.rounds = rounds;
+    }
     let stdtrace = util::build_release()?;
     let out = util::workspace_root().join("target/bench");
     fs::create_dir_all(&out)?;
@@ -98,30 +172,66 @@ pub fn run(quick: bool) -> Result<()> {
     let started = Instant::now();
 
     let machine = machine();
-    eprintln!("xtask: bench 1/5: write path ({} rounds)", scale.rounds);
-    let write_path = write_path(&paths, scale)?;
-    eprintln!("xtask: bench 2/5: storm ({} s)", scale.storm_secs);
-    let storm = storm(&paths, scale)?;
-    eprintln!("xtask: bench 3/5: symbolization");
-    let symbolization = symbolization(&paths)?;
-    eprintln!("xtask: bench 4/5: start-up");
-    let startup = startup(&paths, scale)?;
-    eprintln!("xtask: bench 5/5: snapshot");
-    let snapshot = snapshot(&paths)?;
-
-    let report = json!({
+    let mut report = json!({
         "machine": machine,
         "quick": quick,
         "scale": {"rounds": scale.rounds, "writes": scale.writes,
-                  "epipe_writes": scale.epipe_writes, "storm_secs": scale.storm_secs},
+                  "epipe_writes": scale.epipe_writes, "storm_secs": scale.storm_secs,
+                  "soak_secs": scale.soak_secs},
         "load_cpu": LOAD_CPU,
-        "write_path": write_path,
-        "storm": storm,
-        "symbolization": symbolization,
-        "startup": startup,
-        "snapshot": snapshot,
-        "bench_seconds": started.elapsed().as_secs_f64(),
+        "ring_buffer": "4MiB (default)",
     });
+    let mut loads = serde_json::Map::new();
+    let mut part = |name: &str, what: &str, run: &mut dyn FnMut() -> Result<Value>| -> Result<()> {
+        if !wants(name) {
+            return Ok(());
+        }
+        eprintln!("xtask: bench {name}: {what}");
+        let before = load_average();
+        let figures = run()?;
+        loads.insert(
+            name.to_owned(),
+            json!({"before": before, "after": load_average()}),
+        );
+        report[name] = figures;
+        Ok(())
+    };
+    part(
+        "write",
+        &format!("write path ({} rounds)", scale.rounds),
+        &mut || {
+            let mut figures = write_path(&paths, scale)?;
+            figures["program_time"] = program_time(&paths, scale)?;
+            Ok(figures)
+        },
+    )?;
+    if !wants("write") {
+        part(
+            "programs",
+            "the programs' own time per write and send",
+            &mut || program_time(&paths, scale),
+        )?;
+    }
+    part(
+        "storm",
+        &format!("storm ({} s)", scale.storm_secs),
+        &mut || storm(&paths, scale),
+    )?;
+    part("symbolization", "symbolization", &mut || {
+        symbolization(&paths)
+    })?;
+    part("startup", "start-up", &mut || startup(&paths, scale))?;
+    part("snapshot", "snapshot", &mut || snapshot(&paths))?;
+    part(
+        "soak",
+        &format!("soak ({} s)", scale.soak_secs),
+        &mut || soak(&paths, scale.soak_secs, scale.soak_sample_secs),
+    )?;
+    part("report", "report of a 100 MiB recording", &mut || {
+        report_of_recording(&paths)
+    })?;
+    report["load_average"] = Value::Object(loads);
+    report["bench_seconds"] = json!(started.elapsed().as_secs_f64());
     let markdown = markdown(&report);
     fs::write(paths.out.join("report.md"), &markdown)?;
     fs::write(

@@ -17,7 +17,7 @@ use super::{
 };
 
 /// A process's own CPU time so far (all its threads, not its children), in seconds.
-fn own_cpu_seconds(pid: u32) -> Result<f64> {
+pub(super) fn own_cpu_seconds(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The fields after the command name, which is in parentheses and may hold anything.
     let fields: Vec<&str> = stat
@@ -38,14 +38,82 @@ fn own_cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks as f64 / hz)
 }
 
-/// A process's peak resident set so far, in KiB.
-fn peak_rss_kib(pid: u32) -> Result<u64> {
+/// A `/proc/PID/status` figure in KiB (`VmHWM`, `VmRSS`).
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmHWM in /proc/PID/status")
+        .with_context(|| format!("{field} in /proc/PID/status"))
+}
+
+/// A process's peak resident set so far, in KiB.
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// A process's resident set now, in KiB.
+pub(super) fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/PID/smaps_rollup` figure in KiB (`Rss`, `Anonymous`).
+fn rollup_kib(rollup: &str, field: &str) -> u64 {
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Where a process's memory was at its largest resident set seen: sampled every 20 ms, and at
+/// each new largest, its mappings' resident sizes by what they map.
+#[derive(Default)]
+struct PeakWatch {
+    rss_kib: u64,
+    anonymous_kib: u64,
+    /// The largest resident mappings then, by name (`[heap]`, a file, `anon_inode:bpf-map`).
+    largest: Vec<(String, u64)>,
+}
+
+fn watch_peak(pid: u32, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> PeakWatch {
+    let mut peak = PeakWatch::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Ok(rollup) = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            break;
+        };
+        let rss = rollup_kib(&rollup, "Rss");
+        if rss > peak.rss_kib {
+            peak.rss_kib = rss;
+            peak.anonymous_kib = rollup_kib(&rollup, "Anonymous");
+            if let Ok(smaps) = fs::read_to_string(format!("/proc/{pid}/smaps")) {
+                peak.largest = by_mapping(&smaps);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    peak
+}
+
+/// Resident KiB by what is mapped, largest first (the five largest).
+fn by_mapping(smaps: &str) -> Vec<(String, u64)> {
+    let mut sizes: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            name = words.nth(4).unwrap_or("[anonymous]").to_owned();
+        } else if first == "Rss:" {
+            *sizes.entry(name.clone()).or_default() +=
+                words.next().and_then(|kib| kib.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut sizes: Vec<(String, u64)> = sizes.into_iter().collect();
+    sizes.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    sizes.truncate(5);
+    sizes
 }
 
 /// Two writers failing as fast as they can, under stdtrace node-wide (as it runs in
@@ -67,6 +135,12 @@ pub(super) fn storm(paths: &Paths, scale: Scale) -> Result<Value> {
         name: "stdtrace",
     };
     wait_for_line(stderr, "stdtrace: tracing")?;
+    let rss_attached_kib = rss_kib(tracer_pid)?;
+    let stop_watch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = std::sync::Arc::clone(&stop_watch);
+        thread::spawn(move || watch_peak(tracer_pid, stop))
+    };
     let cpu_before = own_cpu_seconds(tracer_pid)?;
     let started = Instant::now();
     // One writer on each CPU: the storm takes the whole machine, stdtrace included.
@@ -94,7 +168,9 @@ pub(super) fn storm(paths: &Paths, scale: Scale) -> Result<Value> {
     // is asked to stop only once it has been idle a moment.
     thread::sleep(Duration::from_millis(1500));
     let cpu_seconds = own_cpu_seconds(tracer_pid)? - cpu_before;
-    let rss_kib = peak_rss_kib(tracer_pid)?;
+    let peak_kib = peak_rss_kib(tracer_pid)?;
+    stop_watch.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = watcher.join().unwrap_or_default();
     running.stop()?;
     let output = fs::read_to_string(&json_path)?;
     let summary: Value = output
@@ -131,6 +207,14 @@ pub(super) fn storm(paths: &Paths, scale: Scale) -> Result<Value> {
         "records": records,
         "stdtrace_cpu_seconds": cpu_seconds,
         "stdtrace_cpu_percent_of_one_core": 100.0 * cpu_seconds / storm_seconds,
-        "stdtrace_peak_rss_mib": rss_kib as f64 / 1024.0,
+        "stdtrace_peak_rss_mib": peak_kib as f64 / 1024.0,
+        "stdtrace_rss_attached_mib": rss_attached_kib as f64 / 1024.0,
+        "sampled_peak": {
+            "rss_mib": peak.rss_kib as f64 / 1024.0,
+            "anonymous_mib": peak.anonymous_kib as f64 / 1024.0,
+            "largest_mib": peak.largest.iter()
+                .map(|(name, kib)| json!([name, *kib as f64 / 1024.0]))
+                .collect::<Vec<_>>(),
+        },
     }))
 }
