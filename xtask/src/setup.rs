@@ -43,7 +43,7 @@ const BUILD_PACKAGES: [(&str, &str); 1] = [("gcc", "gcc")];
 /// Debian, listed for other bases): the chain test's `script -qfc yes /dev/null | sleep`.
 /// prometheus (with promtool): the metrics test scrapes `--metrics` with a real Prometheus and
 /// checks the text with promtool.
-const TEST_PACKAGES: [(&str, &str); 11] = [
+const TEST_PACKAGES: [(&str, &str); 12] = [
     ("g++", "g++"),
     ("bpftrace", "bpftrace"),
     ("strace", "strace"),
@@ -55,6 +55,8 @@ const TEST_PACKAGES: [(&str, &str); 11] = [
     ("busybox", "busybox-static"),
     ("script", "bsdutils"),
     ("prometheus", "prometheus"),
+    // The bench reads the programs' own run times (kernel.bpf_stats_enabled) with it.
+    ("bpftool", "bpftool"),
 ];
 
 /// What building stdtrace with its kernel programs, and running the demo, needs.
