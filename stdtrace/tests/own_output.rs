@@ -5,6 +5,8 @@
 mod can_run;
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/prometheus.rs"]
+mod prometheus;
 #[path = "support/stdtrace.rs"]
 mod stdtrace;
 
@@ -55,7 +57,13 @@ impl Drop for Loop {
 
 impl Loop {
     fn start(count: usize) -> Self {
-        let copies = std::env::temp_dir().join(format!("stdtrace-copies-{}", std::process::id()));
+        // One directory per loop: the tests of this binary run at once.
+        static LOOPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let copies = std::env::temp_dir().join(format!(
+            "stdtrace-copies-{}-{}",
+            std::process::id(),
+            LOOPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&copies).unwrap();
         for copy in 0..COPIES {
             std::fs::copy(c_writer(), copies.join(format!("w{copy}"))).unwrap();
@@ -132,6 +140,15 @@ fn assert_exact_totals(summary: &Value, pids: &[u32]) {
     }
 }
 
+/// The sum of the samples of the Prometheus text whose line starts with `prefix` and whose
+/// labels contain `label`.
+fn sample_sum(text: &str, prefix: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|line| line.starts_with(prefix) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Starts stdtrace on the shell by `--pid` (its children followed), with stdout a pipe the
 /// test holds, and waits until it traces.
 fn trace_loop(shell: u32, extra: &[&str]) -> (Child, StderrLines) {
@@ -160,7 +177,9 @@ fn a_stdout_nobody_reads_drops_records_but_not_the_count() {
     }
     const WRITERS: usize = 1000;
     let mut writers = Loop::start(WRITERS);
-    let (mut tracer, mut stderr) = trace_loop(writers.shell.id(), &[]);
+    let port = prometheus::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let (mut tracer, mut stderr) = trace_loop(writers.shell.id(), &["--metrics", &metrics]);
     let stdout = tracer.stdout.take().unwrap();
     // The smallest pipe: what stdout holds is mostly stdtrace's own queue.
     // SAFETY: F_SETPIPE_SZ on the pipe's read end, which the test owns.
@@ -174,6 +193,20 @@ fn a_stdout_nobody_reads_drops_records_but_not_the_count() {
         tracer.try_wait().unwrap().is_none(),
         "stdtrace is still tracing"
     );
+    // While stdout is still stalled, /metrics has every failure, counted in the kernel, and the
+    // records stdout dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (epipes, dropped) = loop {
+        let text = prometheus::wait_for_ok(port, "/metrics", Duration::from_secs(10));
+        let epipes = sample_sum(&text, "stdtrace_write_errors_total{", "errno=\"EPIPE\"");
+        let dropped = sample_sum(&text, "stdtrace_output_records_dropped_total", "");
+        if epipes == pids.len() as u64 && dropped > 0 || Instant::now() > deadline {
+            break (epipes, dropped);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(epipes, pids.len() as u64, "EPIPE failures on /metrics");
+    assert!(dropped > 0, "stdout's dropped records on /metrics");
 
     signal(&tracer, libc::SIGTERM);
     let stopped = Instant::now();

@@ -18,6 +18,10 @@ pub fn run(extra: &[String]) -> Result<()> {
     // The default members: the kernel crate is built (for the BPF target) by stdtrace's
     // build.rs, and cannot be built for the host.
     util::run(util::cargo().args(["build", "--all-targets"]))?;
+    // The library's own unit tests of the symbol caches read fixtures (symbolize-c-nofp,
+    // -cpp, -rust) that the symbolize tests build from source, and cargo runs the library's
+    // tests first: build them first on a clean checkout.
+    util::run(util::cargo().args(["test", "-p", "stdtrace", "--test", "symbolize"]))?;
     let mut cmd = util::cargo();
     cmd.args(["test", "--no-fail-fast"]);
     if !extra.is_empty() {

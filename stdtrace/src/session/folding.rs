@@ -46,6 +46,9 @@ pub struct Folding {
     exiting: HashMap<u32, Option<BinaryId>>,
     /// The last exited processes' totals, newest last, with their command names.
     recent: VecDeque<(u32, String, FailureCounts)>,
+    /// With `/metrics`: the final counts of the processes folded since they were last taken
+    /// (each second), so that none is missed when more exit in a second than `recent` holds.
+    final_counts: Option<Vec<(u32, String, FailureCounts)>>,
     recovered_exits: u64,
     /// `lifecycle_dropped + processes_full` at the last rescan.
     drops_seen: u64,
@@ -132,6 +135,9 @@ impl Folding {
             let process = self.processes.exited(pid, binary);
             if let Some(failures) = by_pid.remove(&pid) {
                 self.binaries.fold(&process, &failures);
+                if let Some(finals) = &mut self.final_counts {
+                    finals.push((pid, process.comm.clone(), failures.clone()));
+                }
                 self.recent.push_back((pid, process.comm, failures));
                 if self.recent.len() > RECENT_EXITED_TOTALS {
                     self.recent.pop_front();
@@ -184,6 +190,21 @@ impl Folding {
             }
         }
         gone
+    }
+
+    /// From now on, keep the final counts of folded processes for [`take_final_counts`].
+    ///
+    /// [`take_final_counts`]: Self::take_final_counts
+    pub fn keep_final_counts(&mut self) {
+        self.final_counts = Some(Vec::new());
+    }
+
+    /// The final counts of the processes folded since the last call (with their command names).
+    pub fn take_final_counts(&mut self) -> Vec<(u32, String, FailureCounts)> {
+        self.final_counts
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Keeps in `by_pid` only processes live, exiting, or among the exited ones the summary

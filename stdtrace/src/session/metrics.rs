@@ -132,10 +132,44 @@ impl Session {
                 return;
             }
         };
+        // Processes folded since the last update, with their final counts: observed as they
+        // end (not waiting for an fd kind), since they may be gone from the summary's bounded
+        // list by the next update.
+        let finals = self.folding.take_final_counts();
+        let final_comms: HashMap<u32, &str> = finals
+            .iter()
+            .map(|(pid, comm, _)| (*pid, comm.as_str()))
+            .collect();
         let processes = &self.folding.processes;
+        let comms = &ending.comms;
         let capture = &mut self.capture;
         let fd_kinds = &metrics.fd_kinds;
         let containers = metrics.containers;
+        metrics.series.observe(
+            finals.iter().flat_map(|(_, _, counts)| counts.iter()).map(
+                |(&(pid, fd, errno, syscall), &count)| {
+                    (
+                        Source {
+                            pid,
+                            fd,
+                            errno,
+                            syscall,
+                        },
+                        count,
+                    )
+                },
+            ),
+            |source| Writer {
+                comm: final_comms
+                    .get(&source.pid)
+                    .map_or_else(|| "?".to_owned(), |comm| (*comm).to_owned()),
+                fd_kind: fd_kinds.get(&(source.pid, source.fd)).copied(),
+                container: containers
+                    .then(|| capture.container_of(source.pid))
+                    .flatten(),
+            },
+            true,
+        );
         metrics.series.observe(
             ending
                 .failures
@@ -152,8 +186,10 @@ impl Session {
                     )
                 }),
             |source| Writer {
-                comm: processes
-                    .comm(source.pid)
+                comm: comms
+                    .get(&source.pid)
+                    .cloned()
+                    .or_else(|| processes.comm(source.pid))
                     .or_else(|| status::comm(source.pid))
                     .unwrap_or_else(|| "?".into()),
                 fd_kind: fd_kinds.get(&(source.pid, source.fd)).copied(),

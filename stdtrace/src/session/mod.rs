@@ -267,6 +267,9 @@ pub async fn run(config: Config) -> Result<i32> {
         containers: HashMap::new(),
         metrics,
     };
+    if session.metrics.is_some() {
+        session.folding.keep_final_counts();
+    }
     if reopen.is_some() {
         // A file that rotates before the first second is over ends with this one.
         summary_so_far(&mut session, started);

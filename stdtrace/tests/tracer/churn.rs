@@ -20,11 +20,10 @@ const EPIPES: u64 = 3;
 const EAGAINS: u64 = 2;
 
 /// Kernel maps that hold one entry per live process (or per pending story of one).
-const PER_PROCESS_MAPS: [&str; 11] = [
+const PER_PROCESS_MAPS: [&str; 10] = [
     "targets",
     "go_processes",
     "parked",
-    "readers_closed",
     "reader_watch",
     "site_counts",
     "sigpipe_pending",
@@ -201,6 +200,15 @@ fn a_churn_of_one_binary_is_counted_exactly_and_leaves_nothing_behind() {
             brief["kernel_map_entries"]
         );
     }
+    // `readers_closed` (an LRU map by pid) is cleared at a process's exit tracepoint, but the
+    // kernel closes an exiting process's files after that tracepoint (`exit_files` follows
+    // `trace_sched_process_exit` in `do_exit`): a reader whose last close is its exit can leave
+    // its entry behind, evicted in time. Measured: 0 or 1 of 2,000.
+    assert!(
+        entries(summary, "readers_closed") <= entries(&baseline, "readers_closed") + 8,
+        "map readers_closed: {}",
+        brief["kernel_map_entries"]
+    );
     for map in ["call_sites", "fingerprints"] {
         assert!(
             entries(summary, map) <= entries(&baseline, map) + 2,
