@@ -34,6 +34,34 @@ use stdtrace::json_lines;
 
 const IMAGE: &str = "localhost/stdtrace-busybox";
 const RUNC: &str = "/usr/sbin/runc";
+/// `podman` options for a detached container on this machine: runc (crun refuses the hybrid
+/// cgroups), rlimits no higher than the current ones (setrlimit above them is refused), and no
+/// network (the writers need none, and a machine set up without recommends may have no network
+/// stack for podman).
+const RUN_DETACHED: [&str; 10] = [
+    "--runtime",
+    RUNC,
+    "run",
+    "-d",
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
+/// Starts the busybox container `name` detached, with `options`, running `command`; returns
+/// its id.
+fn run_detached(name: &str, options: &[&str], command: &[&str]) -> String {
+    let mut args = RUN_DETACHED.to_vec();
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--name", name, IMAGE]);
+    args.extend_from_slice(command);
+    let id = podman(&args);
+    assert_eq!(id.len(), 64, "container id: {id}");
+    id
+}
 
 /// Whether the tracer can run, and podman and what the test's image is built from (and
 /// `extra`) are here.
@@ -152,33 +180,18 @@ impl StuckContainer {
         let script = format!("while :; do echo {line}; done");
         let pod_name = format!("io.kubernetes.pod.name={pod}");
         let pod_namespace = format!("io.kubernetes.pod.namespace={namespace}");
-        let id = podman(&[
-            "--runtime",
-            RUNC,
-            "run",
-            "-d",
-            // The writer needs no network (and a machine set up without recommends may have no
-            // network stack for podman).
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--annotation",
-            &pod_name,
-            "--annotation",
-            &pod_namespace,
-            "--annotation",
-            "io.kubernetes.container.name=app",
-            "--name",
+        let id = run_detached(
             &container.name,
-            IMAGE,
-            "sh",
-            "-c",
-            &script,
-        ]);
-        assert_eq!(id.len(), 64, "container id: {id}");
+            &[
+                "--annotation",
+                &pod_name,
+                "--annotation",
+                &pod_namespace,
+                "--annotation",
+                "io.kubernetes.container.name=app",
+            ],
+            &["sh", "-c", &script],
+        );
         let pids = podman(&[
             "inspect",
             "--format",

@@ -146,19 +146,7 @@ impl Session {
         let fd_kinds = &metrics.fd_kinds;
         let containers = metrics.containers;
         metrics.series.observe(
-            finals.iter().flat_map(|(_, _, counts)| counts.iter()).map(
-                |(&(pid, fd, errno, syscall), &count)| {
-                    (
-                        Source {
-                            pid,
-                            fd,
-                            errno,
-                            syscall,
-                        },
-                        count,
-                    )
-                },
-            ),
+            sources(finals.iter().flat_map(|(_, _, counts)| counts.iter())),
             |source| Writer {
                 comm: final_comms
                     .get(&source.pid)
@@ -171,20 +159,7 @@ impl Session {
             true,
         );
         metrics.series.observe(
-            ending
-                .failures
-                .iter()
-                .map(|(&(pid, fd, errno, syscall), &count)| {
-                    (
-                        Source {
-                            pid,
-                            fd,
-                            errno,
-                            syscall,
-                        },
-                        count,
-                    )
-                }),
+            sources(ending.failures.iter()),
             |source| Writer {
                 comm: comms
                     .get(&source.pid)
@@ -246,4 +221,21 @@ impl Session {
             instruments.set_blocked(BlockedState::Parked, reported);
         }
     }
+}
+
+/// The kernel tally's entries, as the metrics' sources of counts.
+fn sources<'a>(
+    counts: impl Iterator<Item = (&'a (u32, i32, u32, u32), &'a u64)>,
+) -> impl Iterator<Item = (Source, u64)> {
+    counts.map(|(&(pid, fd, errno, syscall), &count)| {
+        (
+            Source {
+                pid,
+                fd,
+                errno,
+                syscall,
+            },
+            count,
+        )
+    })
 }

@@ -258,28 +258,19 @@ fn socket_receivers_in_containers_name_them() {
         stopped_conmon: None,
     };
     let mut run = Command::new("podman");
-    run.args([
-        "--runtime",
-        super::RUNC,
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--preserve-fds",
-        "1",
-        "--name",
-        &container.name,
-        super::IMAGE,
-        "sleep",
-        "1000",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    run.args(super::RUN_DETACHED)
+        .args([
+            "--preserve-fds",
+            "1",
+            "--name",
+            &container.name,
+            super::IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // SAFETY: dup2 is async-signal-safe; the child gets the container's end as fd 3.
     unsafe {
         run.pre_exec(move || {

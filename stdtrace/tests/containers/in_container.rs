@@ -14,7 +14,7 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    IMAGE, RUNC, TestContainer, can_run_podman, ensure_image, podman, records_of, stdtrace,
+    RUNC, TestContainer, can_run_podman, ensure_image, podman, records_of, run_detached, stdtrace,
 };
 
 #[path = "../../../xtask/src/image/oci.rs"]
@@ -48,31 +48,18 @@ impl StuckContainer {
             stopped_conmon: None,
         };
         let script = format!("while :; do echo {}; done", "a".repeat(100));
-        let id = podman(&[
-            "--runtime",
-            RUNC,
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--annotation",
-            "io.kubernetes.pod.name=web-0",
-            "--annotation",
-            "io.kubernetes.pod.namespace=prod",
-            "--annotation",
-            "io.kubernetes.container.name=app",
-            "--name",
+        let id = run_detached(
             &container.name,
-            IMAGE,
-            "sh",
-            "-c",
-            &script,
-        ]);
-        assert_eq!(id.len(), 64, "container id: {id}");
+            &[
+                "--annotation",
+                "io.kubernetes.pod.name=web-0",
+                "--annotation",
+                "io.kubernetes.pod.namespace=prod",
+                "--annotation",
+                "io.kubernetes.container.name=app",
+            ],
+            &["sh", "-c", &script],
+        );
         let pids = podman(&[
             "inspect",
             "--format",

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::{
-    IMAGE, RUNC, TestContainer, can_run_podman, ensure_image, podman, records_of, stdtrace,
+    TestContainer, can_run_podman, ensure_image, podman, records_of, run_detached, stdtrace,
 };
 
 #[test]
@@ -27,26 +27,7 @@ fn podman_tty_writer_stuck_on_its_stopped_conmon() {
     };
     let line = "t".repeat(100);
     let script = format!("while :; do echo {line}; done");
-    let id = podman(&[
-        "--runtime",
-        RUNC,
-        "run",
-        "-d",
-        "-t",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--name",
-        &container.name,
-        IMAGE,
-        "sh",
-        "-c",
-        &script,
-    ]);
-    assert_eq!(id.len(), 64, "container id: {id}");
+    let id = run_detached(&container.name, &["-t"], &["sh", "-c", &script]);
     let pids = podman(&[
         "inspect",
         "--format",
