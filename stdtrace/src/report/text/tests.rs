@@ -73,7 +73,7 @@ fn a_chain_is_indented_under_its_writer_and_a_null_master_is_told() {
     let sleeping = |syscall: &str, blocked: bool| Activity {
         state: "sleeping".into(),
         wchan: None,
-        syscall: Some(syscall.to_owned().into()),
+        syscall: Some(syscall.to_owned()),
         reading: false,
         blocked,
     };
