@@ -26,6 +26,13 @@ use crate::{
 
 const SIGPIPE: u32 = 13;
 
+/// Ticks a story waits for its write's record before it goes on without it (EPIPE not watched,
+/// or the record dropped or counted in the kernel). Two seconds at the session's 250 ms tick:
+/// under load a write's record can come that late (a launched Go program's executable is read
+/// before its first write is captured), and a story decided without it cannot join the Go
+/// runtime's own re-raise of SIGPIPE (it became two stories, `handled` and `killed`).
+const WRITE_WAIT_TICKS: u32 = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Awaiting {
     /// The write's own record, then the fate the disposition gives.
@@ -217,8 +224,8 @@ impl SigpipeTracker {
         told
     }
 
-    /// Stories whose write record has not come within a tick (EPIPE is not among the watched
-    /// errnos, or the event was dropped) go on without it; returns those now told.
+    /// Stories whose write record has not come within [`WRITE_WAIT_TICKS`] (EPIPE is not among
+    /// the watched errnos, or the event was dropped) go on without it; returns those now told.
     pub fn tick(&mut self) -> Vec<SigpipeReport> {
         let mut told = Vec::new();
         for story in self.stories.values_mut() {
@@ -226,7 +233,7 @@ impl SigpipeTracker {
                 continue;
             }
             story.ticks += 1;
-            if story.ticks > 1 {
+            if story.ticks > WRITE_WAIT_TICKS {
                 let ts_ns = story.report.ts_ns;
                 told.extend(decide(story, false, ts_ns));
             }
@@ -569,12 +576,14 @@ mod tests {
     }
 
     /// A write record that never comes (EPIPE not watched, or dropped): the story goes on
-    /// without it after a tick.
+    /// without it after `WRITE_WAIT_TICKS`.
     #[test]
     fn a_missing_write_record_does_not_hold_the_story() {
         let mut tracker = SigpipeTracker::new();
         tracker.signal(&generated(Some(4), Disposition::Ignore, PID));
-        assert!(tracker.tick().is_empty());
+        for _ in 0..WRITE_WAIT_TICKS {
+            assert!(tracker.tick().is_empty());
+        }
         let told = tracker.tick();
         assert_eq!(told.len(), 1);
         assert_eq!(told[0].fate, Fate::Ignored);
